@@ -1,0 +1,11 @@
+/** trellis: a resource-tree web server for Node. Everything public is exported here. */
+export { Resource, ErrorPage, NoResource, ForbiddenResource, getChildForRequest, defaultErrorPage } from "./resource";
+export type { IResource, IRequest, RenderResult } from "./resource";
+export { Request, CACHED, ConnectionLost, parseTarget } from "./request";
+export type { ISite, Address, NodeRequest, NodeResponse, ParsedTarget } from "./request";
+export { Site, NOT_DONE_YET } from "./server";
+export type { SiteOptions, ListenOptions, AccessLog } from "./server";
+export { Redirect, ChildRedirector, ParentRedirect, DeferredResource, redirectTo } from "./util";
+export { escapeHtml } from "./html";
+export { parseHttpDate, formatHttpDate } from "./conditional";
+export { VERSION } from "./version";

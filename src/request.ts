@@ -1,0 +1,558 @@
+/**
+ * One HTTP exchange: where the walk through the tree is (`prepath`/`postpath`), what the
+ * client sent, and the response being written. The Twisted request API in camelCase, over
+ * Node's `req`/`res` (HTTP/1 and the HTTP/2 compatibility API alike).
+ */
+import type { IncomingHttpHeaders, IncomingMessage, OutgoingHttpHeaders, ServerResponse } from "node:http";
+import type { Http2ServerRequest, Http2ServerResponse } from "node:http2";
+import type { TLSSocket } from "node:tls";
+import { evaluatePreconditions, formatHttpDate, normalizeETag } from "./conditional";
+import type { IRequest } from "./resource";
+
+/** Returned by `setETag`/`setLastModified` (and returnable from render) when a 304/412 was decided. */
+export const CACHED: unique symbol = Symbol("trellis.CACHED");
+
+/** What a Request knows of the Site serving it. `Site` implements it. */
+export interface ISite {
+  /** Believe `X-Forwarded-*` headers: `true` for any number of proxies, a number for that many hops. */
+  readonly trustProxy: boolean | number;
+  /** Show stack traces on 500 pages. */
+  readonly displayTracebacks: boolean;
+  /** Renders the HTML of an error page (the site's template). */
+  errorPage(code: number, brief: string, detail: string): string;
+  /** True while the site shuts down: responses then ask HTTP/1 clients to close. */
+  readonly closing: boolean;
+}
+
+/** An address of one end of the connection. */
+export interface Address {
+  /** `TCP` for IP sockets, `UNIX` for UNIX domain sockets. */
+  type: "TCP" | "UNIX";
+  /** The IP address (empty for UNIX sockets). */
+  host: string;
+  /** The port (0 for UNIX sockets). */
+  port: number;
+}
+
+/** Node's request object: HTTP/1 or the HTTP/2 compatibility API. */
+export type NodeRequest = IncomingMessage | Http2ServerRequest;
+/** Node's response object: HTTP/1 or the HTTP/2 compatibility API. */
+export type NodeResponse = ServerResponse | Http2ServerResponse;
+
+/** The result of splitting a request target into path segments. */
+export interface ParsedTarget {
+  /** The raw path, without the query. */
+  path: string;
+  /** The raw query, without `?` (empty when absent). */
+  query: string;
+  /** Percent-decoded path segments. */
+  segments: string[];
+}
+
+/**
+ * Splits a request target (origin-form `/a/b?q`, or absolute-form `http://h/a/b?q`, which is
+ * served as its path) into segments, decoding each one on its own so an encoded `%2F` stays
+ * inside its segment. Returns undefined for a target that is not a path or has bad
+ * percent-encoding (including bytes that are not UTF-8).
+ */
+export function parseTarget(target: string): ParsedTarget | undefined {
+  let rest = target;
+  if (rest.charCodeAt(0) !== 47 /* / */) {
+    // Absolute-form: the authority is ignored for routing (the Host header decides).
+    const m = /^[a-zA-Z][a-zA-Z0-9+.-]*:\/\/[^/?#]*/.exec(rest);
+    if (!m) return undefined;
+    rest = rest.slice(m[0].length);
+    if (rest === "" || rest[0] === "?") rest = "/" + rest;
+    if (rest[0] !== "/") return undefined;
+  }
+  const q = rest.indexOf("?");
+  const path = q < 0 ? rest : rest.slice(0, q);
+  const query = q < 0 ? "" : rest.slice(q + 1);
+  const raw = path.slice(1).split("/");
+  const segments = new Array<string>(raw.length);
+  for (let i = 0; i < raw.length; i++) {
+    const s = raw[i];
+    if (s.indexOf("%") < 0) {
+      segments[i] = s;
+    } else {
+      try {
+        segments[i] = decodeURIComponent(s);
+      } catch {
+        return undefined;
+      }
+    }
+  }
+  return { path, query, segments };
+}
+
+const RESOLVED = Promise.resolve();
+
+function destroySource(source: unknown): void {
+  const s = source as { destroy?(): void; [Symbol.asyncIterator]?(): AsyncIterator<unknown> };
+  if (typeof s.destroy === "function") s.destroy();
+  else s[Symbol.asyncIterator]?.().return?.();
+}
+const noop = () => {};
+
+/** Refuses URLs that could split a header or smuggle a second line. */
+export function checkHeaderURL(url: string): string {
+  // eslint-disable-next-line no-control-regex
+  if (/[\x00-\x1f\x7f]/.test(url)) {
+    throw new TypeError(`refusing to redirect to a URL with control characters: ${JSON.stringify(url)}`);
+  }
+  return url;
+}
+
+/** Raised (as a rejection of `notifyFinish()`) when the client goes away before the response completes. */
+export class ConnectionLost extends Error {
+  constructor() {
+    super("the client closed the connection before the response completed");
+    this.name = "ConnectionLost";
+  }
+}
+
+/** One request and its response. Resources receive it in `getChild` and `render_*`. */
+export class Request implements IRequest {
+  /** The HTTP method as sent (`GET`, `POST`, …). */
+  readonly method: string;
+  /** The raw request target, with its query. */
+  readonly uri: string;
+  /** The raw path (no query); for an absolute-form target, its path part. */
+  readonly path: string;
+  /** The raw query string, without `?`. */
+  readonly queryString: string;
+  /** `HTTP/1.0`, `HTTP/1.1` or `HTTP/2.0`. */
+  readonly clientproto: string;
+  /** Segments already walked. */
+  prepath: string[] = [];
+  /** Segments still to walk. */
+  postpath: string[];
+  /** False when the target could not be parsed; the site answers 400. */
+  readonly validTarget: boolean;
+  /** The Content-Type set before the first write when none was set; null for none. */
+  defaultContentType: string | null = "text/html; charset=utf-8";
+  /** Body bytes handed to the connection so far (for the access log). */
+  sentLength = 0;
+  /** When the request arrived (ms since the epoch). */
+  readonly startTime = Date.now();
+
+  #args?: Record<string, string[]>;
+  #finished = false;
+  #finishPromise?: Promise<void>;
+  #etag?: string;
+  #lastModified?: number;
+  #rootURL?: string;
+
+  constructor(
+    /** The site serving this request. */
+    readonly site: ISite,
+    /** Node's request: the escape hatch to everything raw. */
+    readonly req: NodeRequest,
+    /** Node's response: the escape hatch to everything raw. */
+    readonly res: NodeResponse,
+  ) {
+    this.method = req.method ?? "GET";
+    this.uri = req.url ?? "/";
+    this.clientproto = `HTTP/${req.httpVersion}`;
+    const target = parseTarget(this.uri);
+    if (target) {
+      this.path = target.path;
+      this.queryString = target.query;
+      this.postpath = target.segments;
+      this.validTarget = true;
+    } else {
+      this.path = this.uri;
+      this.queryString = "";
+      this.postpath = [];
+      this.validTarget = false;
+    }
+  }
+
+  // ---- input -------------------------------------------------------------------------
+
+  /** Query arguments (`+` as space, repeated keys kept), parsed on first use. */
+  get args(): Record<string, string[]> {
+    if (this.#args === undefined) {
+      const args: Record<string, string[]> = Object.create(null);
+      if (this.queryString) {
+        for (const [k, v] of new URLSearchParams(this.queryString)) (args[k] ??= []).push(v);
+      }
+      this.#args = args;
+    }
+    return this.#args;
+  }
+  set args(value: Record<string, string[]>) {
+    this.#args = value;
+  }
+
+  /** All request headers, names lower-cased (Node's object). */
+  get requestHeaders(): IncomingHttpHeaders {
+    return this.req.headers;
+  }
+
+  /** A request header's value (repeated headers joined with `, `), or undefined. */
+  getHeader(name: string): string | undefined {
+    const lower = name.toLowerCase();
+    let v = this.req.headers[lower];
+    if (v === undefined && lower === "host") v = this.req.headers[":authority"];
+    return Array.isArray(v) ? v.join(", ") : v;
+  }
+
+  /** The request body as a stream, untouched (Node's request object). */
+  get content(): NodeRequest {
+    return this.req;
+  }
+
+  // ---- response ----------------------------------------------------------------------
+
+  /** The response status code. */
+  get code(): number {
+    return this.res.statusCode;
+  }
+
+  /** Sets the response status, and on HTTP/1 an optional reason phrase. */
+  setResponseCode(code: number, message?: string): void {
+    if (!Number.isInteger(code) || code < 100 || code > 999) throw new RangeError(`invalid HTTP status code ${code}`);
+    this.res.statusCode = code;
+    if (message !== undefined && this.req.httpVersionMajor === 1) {
+      checkHeaderURL(message);
+      (this.res as ServerResponse).statusMessage = message;
+    }
+  }
+
+  /** Sets (replaces) a response header. Throws on CR/LF or an invalid name. */
+  setHeader(name: string, value: string | number | readonly string[]): void {
+    this.res.setHeader(name, value as string);
+  }
+
+  /** Adds a value to a response header, keeping the ones already set. */
+  addHeader(name: string, value: string): void {
+    const old = this.res.getHeader(name);
+    if (old === undefined) this.res.setHeader(name, value);
+    else this.res.setHeader(name, Array.isArray(old) ? [...old, value] : [String(old), value]);
+  }
+
+  /** A response header already set, or undefined. */
+  getResponseHeader(name: string): string | number | string[] | undefined {
+    return this.res.getHeader(name);
+  }
+
+  /** Removes a response header. */
+  removeHeader(name: string): void {
+    this.res.removeHeader(name);
+  }
+
+  /** All response headers set so far. */
+  get responseHeaders(): OutgoingHttpHeaders {
+    return this.res.getHeaders();
+  }
+
+  /** True once the status line and headers have gone out. */
+  get headersSent(): boolean {
+    return this.res.headersSent;
+  }
+
+  /** True once `finish()` was called. */
+  get finished(): boolean {
+    return this.#finished;
+  }
+
+  /** True when the client went away before the response completed. */
+  get aborted(): boolean {
+    const res = this.res;
+    if (res.writableFinished) return false;
+    return res.destroyed || this.req.socket?.destroyed === true || (this.req as Http2ServerRequest).stream?.destroyed === true;
+  }
+
+  /** Sets the default headers just before the first byte of the response. */
+  #beforeHeaders(): void {
+    const res = this.res;
+    const status = res.statusCode;
+    if (this.site.closing && this.req.httpVersionMajor === 1) res.setHeader("Connection", "close");
+    if (this.defaultContentType !== null && status !== 204 && status !== 304 && !res.hasHeader("content-type")) {
+      res.setHeader("Content-Type", this.defaultContentType);
+    }
+  }
+
+  /**
+   * Writes part of the body. The returned promise resolves when more may be written: await
+   * it to respect backpressure. Throws after `finish()`; after the client went away the
+   * data is dropped (see `aborted`).
+   */
+  write(data: string | Uint8Array): Promise<void> {
+    if (this.#finished) throw new Error(`write() after finish() for ${this.method} ${this.uri}`);
+    const res = this.res;
+    if (!res.headersSent) this.#beforeHeaders();
+    if (this.aborted) return RESOLVED;
+    this.sentLength += typeof data === "string" ? Buffer.byteLength(data) : data.byteLength;
+    if ((res as ServerResponse).write(data)) return RESOLVED;
+    return new Promise<void>((resolve) => {
+      const done = () => {
+        res.off("drain", done);
+        res.off("close", done);
+        resolve();
+      };
+      res.on("drain", done);
+      res.on("close", done);
+    });
+  }
+
+  /** Ends the response. Calling it again does nothing. */
+  finish(): void {
+    if (this.#finished) return;
+    this.#finished = true;
+    const res = this.res;
+    if (!res.headersSent) this.#beforeHeaders();
+    res.end();
+  }
+
+  /**
+   * Sends a complete body in one piece with its Content-Length and finishes. Used by the
+   * site for string and byte results; available to resources that have the whole body.
+   */
+  finishWith(body: string | Uint8Array): void {
+    if (this.#finished) throw new Error(`finishWith() after finish() for ${this.method} ${this.uri}`);
+    this.#finished = true;
+    const res = this.res;
+    if (!res.headersSent) {
+      this.#beforeHeaders();
+      const status = res.statusCode;
+      if (status !== 204 && status !== 304 && !(status >= 100 && status < 200)) {
+        const length = typeof body === "string" ? Buffer.byteLength(body) : body.byteLength;
+        res.setHeader("Content-Length", length);
+        if (this.method !== "HEAD") this.sentLength += length;
+      }
+    }
+    (res as ServerResponse).end(body);
+  }
+
+  /**
+   * Streams `source` as the rest of the body with backpressure, then finishes. Resolves when
+   * done or when the client went away (the source is then destroyed); rejects if the source
+   * fails, so the caller can answer 500 or cut the connection.
+   */
+  pipeFrom(source: NodeJS.ReadableStream | AsyncIterable<string | Uint8Array>): Promise<void> {
+    if (this.#finished) return Promise.reject(new Error(`pipeFrom() after finish() for ${this.method} ${this.uri}`));
+    const res = this.res;
+    if (this.method === "HEAD") {
+      // HEAD never reads the body it would have sent.
+      destroySource(source);
+      this.finish();
+      return RESOLVED;
+    }
+    if (typeof (source as NodeJS.ReadableStream).pipe !== "function") return this.#pump(source as AsyncIterable<string | Uint8Array>);
+    const src = source as NodeJS.ReadableStream & { destroy?(): void };
+    if (!res.headersSent) this.#beforeHeaders();
+    return new Promise<void>((resolve, reject) => {
+      const onData = (chunk: string | Uint8Array) => {
+        this.sentLength += typeof chunk === "string" ? Buffer.byteLength(chunk) : chunk.byteLength;
+      };
+      const cleanup = () => {
+        src.off("data", onData);
+        src.off("end", onEnd);
+        src.off("error", onError);
+        res.off("close", onClose);
+      };
+      const onEnd = () => {
+        cleanup();
+        this.finish();
+        resolve();
+      };
+      const onError = (err: Error) => {
+        cleanup();
+        src.unpipe(res as NodeJS.WritableStream);
+        src.destroy?.();
+        reject(err);
+      };
+      const onClose = () => {
+        if (res.writableFinished) return;
+        cleanup();
+        src.unpipe(res as NodeJS.WritableStream);
+        src.destroy?.();
+        resolve();
+      };
+      src.on("data", onData);
+      src.once("end", onEnd);
+      src.once("error", onError);
+      res.once("close", onClose);
+      src.pipe(res as NodeJS.WritableStream, { end: false });
+    });
+  }
+
+  async #pump(source: AsyncIterable<string | Uint8Array>): Promise<void> {
+    const it = source[Symbol.asyncIterator]();
+    try {
+      for (;;) {
+        const { done, value } = await it.next();
+        if (done) break;
+        if (this.aborted) return;
+        await this.write(value);
+        if (this.aborted) return;
+      }
+    } finally {
+      if (this.aborted) await it.return?.();
+    }
+    this.finish();
+  }
+
+  /** Resolves when the response has been sent; rejects with ConnectionLost if the client goes first. */
+  notifyFinish(): Promise<void> {
+    if (this.#finishPromise === undefined) {
+      const res = this.res;
+      this.#finishPromise = new Promise<void>((resolve, reject) => {
+        if (res.writableFinished) return resolve();
+        if (this.aborted) return reject(new ConnectionLost());
+        const onFinish = () => {
+          res.off("close", onClose);
+          resolve();
+        };
+        const onClose = () => {
+          res.off("finish", onFinish);
+          if (res.writableFinished) resolve();
+          else reject(new ConnectionLost());
+        };
+        res.once("finish", onFinish);
+        res.once("close", onClose);
+      });
+      // The base promise never counts as unhandled: a client hang-up is normal life.
+      this.#finishPromise.catch(noop);
+    }
+    return this.#finishPromise;
+  }
+
+  /** Sets a 302 and `Location` (no body; see `redirectTo` for one). Control characters are refused. */
+  redirect(url: string): void {
+    checkHeaderURL(url);
+    this.setResponseCode(302);
+    this.setHeader("Location", url);
+  }
+
+  /** Renders the site's error page markup for this status (used by ErrorPage). */
+  errorPage(code: number, brief: string, detail: string): string {
+    return this.site.errorPage(code, brief, detail);
+  }
+
+  // ---- conditional requests (RFC 9110 §13) --------------------------------------------
+
+  #precondition(): typeof CACHED | undefined {
+    const h = this.req.headers;
+    const ifMatch = this.#etag === undefined ? undefined : (h["if-match"] as string | undefined);
+    const result = evaluatePreconditions(
+      {
+        method: this.method,
+        ifMatch,
+        ifNoneMatch: h["if-none-match"] as string | undefined,
+        ifModifiedSince: h["if-modified-since"] as string | undefined,
+        ifUnmodifiedSince: ifMatch === undefined ? (h["if-unmodified-since"] as string | undefined) : undefined,
+      },
+      this.#etag,
+      this.#lastModified,
+    );
+    if (result === undefined) return undefined;
+    this.setResponseCode(result);
+    return CACHED;
+  }
+
+  /**
+   * Sets the `ETag` and checks `If-None-Match` (weak comparison) and `If-Match`. Returns
+   * `CACHED` after setting 304 or 412; the resource should then return `CACHED` too.
+   */
+  setETag(etag: string): typeof CACHED | undefined {
+    this.#etag = normalizeETag(etag);
+    this.setHeader("ETag", this.#etag);
+    return this.#precondition();
+  }
+
+  /**
+   * Sets `Last-Modified` (whole seconds, never moving backwards) and checks
+   * `If-Modified-Since` / `If-Unmodified-Since`. Returns `CACHED` after setting 304 or 412.
+   */
+  setLastModified(when: Date | number): typeof CACHED | undefined {
+    const ms = Math.ceil(+when / 1000) * 1000;
+    if (!Number.isFinite(ms)) throw new TypeError(`setLastModified: not a date: ${String(when)}`);
+    if (this.#lastModified === undefined || ms > this.#lastModified) this.#lastModified = ms;
+    this.setHeader("Last-Modified", formatHttpDate(this.#lastModified));
+    return this.#precondition();
+  }
+
+  // ---- addresses and URLs -------------------------------------------------------------
+
+  /** The entry of a comma-separated `X-Forwarded-*` header the trust setting selects. */
+  #forwarded(name: string): string | undefined {
+    const trust = this.site.trustProxy;
+    if (trust === false || trust === 0) return undefined;
+    const v = this.getHeader(name);
+    if (!v) return undefined;
+    const parts = v.split(",");
+    const i = trust === true ? 0 : Math.max(0, parts.length - trust);
+    return parts[i].trim() || undefined;
+  }
+
+  /** The client's address: the peer's, or the forwarded one when the site trusts its proxy. */
+  getClientAddress(): Address {
+    const forwarded = this.#forwarded("x-forwarded-for");
+    if (forwarded) return { type: "TCP", host: forwarded.replace(/^\[(.*)\]$/, "$1"), port: 0 };
+    const s = this.req.socket;
+    if (!s || s.remoteAddress === undefined) return { type: "UNIX", host: "", port: 0 };
+    return { type: "TCP", host: s.remoteAddress, port: s.remotePort ?? 0 };
+  }
+
+  /** The server's (local) address of this connection. */
+  getHost(): Address {
+    const s = this.req.socket;
+    if (!s || s.localAddress === undefined) return { type: "UNIX", host: "", port: 0 };
+    return { type: "TCP", host: s.localAddress, port: s.localPort ?? 0 };
+  }
+
+  /** True over TLS, or when a trusted proxy says `X-Forwarded-Proto: https`. */
+  isSecure(): boolean {
+    const proto = this.#forwarded("x-forwarded-proto");
+    if (proto) return proto.toLowerCase() === "https";
+    return (this.req.socket as TLSSocket | undefined)?.encrypted === true;
+  }
+
+  /** The host the client asked for, with its port if it gave one (Host header, or the local address). */
+  getHostHeader(): string {
+    const host = this.#forwarded("x-forwarded-host") ?? this.getHeader("host");
+    if (host) return host;
+    const local = this.getHost();
+    const h = local.host.includes(":") ? `[${local.host}]` : local.host || "localhost";
+    return local.port ? `${h}:${local.port}` : h;
+  }
+
+  /** The host name the client asked for, without port or IPv6 brackets. */
+  getRequestHostname(): string {
+    const host = this.getHostHeader();
+    if (host.startsWith("[")) {
+      const end = host.indexOf("]");
+      return end > 0 ? host.slice(1, end) : host;
+    }
+    const colon = host.indexOf(":");
+    return (colon < 0 ? host : host.slice(0, colon)).toLowerCase();
+  }
+
+  /** `http` or `https`. */
+  get scheme(): "http" | "https" {
+    return this.isSecure() ? "https" : "http";
+  }
+
+  /** The URL of the resources walked so far (`scheme://host[:port]/prepath`), segments re-encoded. */
+  prePathURL(): string {
+    return `${this.scheme}://${this.getHostHeader()}/${this.prepath.map(encodeURIComponent).join("/")}`;
+  }
+
+  /** The full URL of this request. */
+  URLPath(): URL {
+    return new URL(`${this.scheme}://${this.getHostHeader()}${this.path}${this.queryString ? "?" + this.queryString : ""}`);
+  }
+
+  /** Remembers the URL walked so far as the root (call it from the resource that is the root of an app). */
+  rememberRootURL(): void {
+    this.#rootURL = this.prePathURL();
+  }
+
+  /** The URL saved by `rememberRootURL`, if any. */
+  getRootURL(): string | undefined {
+    return this.#rootURL;
+  }
+}

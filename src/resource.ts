@@ -1,0 +1,202 @@
+/**
+ * The resource tree: traversal (`getChildForRequest`), render dispatch by method name,
+ * and the error resources.
+ *
+ * This module sits at the top of the module order, so it describes the request it works
+ * with as an interface (`IRequest`) instead of importing `Request`.
+ */
+import { escapeHtml } from "./html";
+
+/** What a render method may return; see DESIGN.md "The core contract". */
+export type RenderResult =
+  | string
+  | Uint8Array
+  | symbol
+  | NodeJS.ReadableStream
+  | AsyncIterable<string | Uint8Array>
+  | undefined
+  | void
+  | PromiseLike<string | Uint8Array | symbol | NodeJS.ReadableStream | AsyncIterable<string | Uint8Array> | undefined | void>;
+
+/** The part of a request that the tree and its error pages rely on. `Request` implements it. */
+export interface IRequest {
+  /** The HTTP method, upper case as sent (`GET`, `POST`, …). */
+  readonly method: string;
+  /** The raw request target, with its query. */
+  readonly uri: string;
+  /** Segments already walked, percent-decoded. */
+  prepath: string[];
+  /** Segments still to walk, percent-decoded. */
+  postpath: string[];
+  /** Sets the response status (and, on HTTP/1, its reason phrase). */
+  setResponseCode(code: number, message?: string): void;
+  /** Sets (replaces) a response header. */
+  setHeader(name: string, value: string | number | readonly string[]): void;
+  /** The value of a request header, or undefined. */
+  getHeader(name: string): string | undefined;
+  /** The HTML template for error pages, if the site has one. */
+  errorPage(code: number, brief: string, detail: string): string;
+}
+
+/** The resource interface: anything that can sit in the tree. */
+export interface IResource {
+  /** When true, traversal stops here and the rest of the path stays in `postpath`. */
+  isLeaf: boolean;
+  /** Returns the child for one path segment: a registered child, else `getChild`. */
+  getChildWithDefault(name: string, request: IRequest): IResource;
+  /** Registers a static child for one path segment. */
+  putChild(name: string, child: IResource): void;
+  /** Renders the response for this request. */
+  render(request: IRequest): RenderResult;
+}
+
+/**
+ * Walks `request.postpath` from `resource`, moving each segment to `prepath`, until a leaf
+ * or the end of the path; returns the resource that will render.
+ */
+export function getChildForRequest(resource: IResource, request: IRequest): IResource {
+  const { postpath, prepath } = request;
+  while (postpath.length > 0 && !resource.isLeaf) {
+    const name = postpath.shift()!;
+    prepath.push(name);
+    resource = resource.getChildWithDefault(name, request);
+  }
+  return resource;
+}
+
+type RenderMethod = (request: IRequest) => RenderResult;
+
+/** Methods found by reflection, cached per class: the walk up the prototype chain is not free. */
+const allowedByClass = new WeakMap<object, string[]>();
+
+function reflectMethods(proto: object): string[] {
+  let found = allowedByClass.get(proto);
+  if (found) return found;
+  const names = new Set<string>();
+  for (let p: object | null = proto; p && p !== Object.prototype; p = Object.getPrototypeOf(p)) {
+    for (const key of Object.getOwnPropertyNames(p)) {
+      if (key.startsWith("render_") && key.length > 7) names.add(key.slice(7));
+    }
+  }
+  if (names.has("GET")) names.add("HEAD");
+  names.add("OPTIONS");
+  found = [...names].sort();
+  allowedByClass.set(proto, found);
+  return found;
+}
+
+/**
+ * The base resource. Subclass it and define `render_GET`, `render_POST`, … methods, or
+ * register children with `putChild`, or override `getChild` for dynamic children.
+ */
+export class Resource implements IResource {
+  /** When true, traversal stops here; the rest of the path stays in `request.postpath`. */
+  isLeaf = false;
+  /** Methods to advertise in `Allow`; computed from the `render_*` methods when unset. */
+  allowedMethods?: string[];
+  /** Static children registered with `putChild`, by path segment. */
+  readonly children = new Map<string, IResource>();
+
+  /** Registers `child` for the path segment `name` (`""` is the trailing-slash child). */
+  putChild(name: string, child: IResource): void {
+    if (typeof name !== "string") throw new TypeError(`putChild: the name must be a string, not ${typeof name}`);
+    if (name.includes("/")) throw new TypeError(`putChild: "${name}" is one path segment and cannot contain "/"`);
+    if (!child || typeof (child as IResource).render !== "function") {
+      throw new TypeError(`putChild("${name}"): the child must be a resource (something with render())`);
+    }
+    this.children.set(name, child);
+  }
+
+  /** A registered child for `name`, else whatever `getChild` returns. */
+  getChildWithDefault(name: string, request: IRequest): IResource {
+    return this.children.get(name) ?? this.getChild(name, request);
+  }
+
+  /** Dynamic children: override this. The default is a 404 page. */
+  getChild(_name: string, _request: IRequest): IResource {
+    return notFound;
+  }
+
+  /** The methods this resource answers, for `Allow`. */
+  getAllowedMethods(): string[] {
+    return this.allowedMethods ?? reflectMethods(Object.getPrototypeOf(this));
+  }
+
+  /**
+   * Dispatches to `render_<METHOD>`. HEAD falls back to `render_GET` (the site drops the
+   * body); OPTIONS without a handler answers 204 with `Allow`; anything else is a 405.
+   */
+  render(request: IRequest): RenderResult {
+    const method = request.method;
+    const handler = (this as unknown as Record<string, unknown>)["render_" + method];
+    if (typeof handler === "function") return (handler as RenderMethod).call(this, request);
+    if (method === "HEAD") {
+      const get = (this as unknown as Record<string, unknown>).render_GET;
+      if (typeof get === "function") return (get as RenderMethod).call(this, request);
+    }
+    const allowed = this.getAllowedMethods();
+    request.setHeader("Allow", allowed.join(", "));
+    if (method === "OPTIONS") {
+      request.setResponseCode(204);
+      return "";
+    }
+    return new ErrorPage(
+      405,
+      "Method Not Allowed",
+      `The method ${method} is not allowed for this resource. Allowed: ${allowed.join(", ")}.`,
+    ).render(request);
+  }
+}
+
+/**
+ * A page for an error status. The brief and detail are plain text: they are HTML-escaped,
+ * so request data may go in them safely. Every child of an error page is the page itself.
+ */
+export class ErrorPage extends Resource {
+  override isLeaf = true;
+  constructor(
+    /** The HTTP status to answer with. */
+    readonly code: number,
+    /** A short title, such as "No Such Resource". */
+    readonly brief: string,
+    /** A sentence or two for the reader. */
+    readonly detail: string,
+  ) {
+    super();
+  }
+
+  override getChild(): IResource {
+    return this;
+  }
+
+  override render(request: IRequest): string {
+    request.setResponseCode(this.code);
+    request.setHeader("Content-Type", "text/html; charset=utf-8");
+    return request.errorPage(this.code, this.brief, this.detail);
+  }
+}
+
+/** 404 "No Such Resource". */
+export class NoResource extends ErrorPage {
+  constructor(detail = "Sorry. No luck finding that resource.") {
+    super(404, "No Such Resource", detail);
+  }
+}
+
+/** 403 "Forbidden Resource". */
+export class ForbiddenResource extends ErrorPage {
+  constructor(detail = "Sorry, resource is forbidden.") {
+    super(403, "Forbidden Resource", detail);
+  }
+}
+
+const notFound = new NoResource();
+
+/** The default error page markup; a Site can replace it with its own template. */
+export function defaultErrorPage(code: number, brief: string, detail: string): string {
+  const b = escapeHtml(brief);
+  return (
+    `<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>${code} - ${b}</title></head>` +
+    `<body><h1>${b}</h1><p>${escapeHtml(detail)}</p></body></html>\n`
+  );
+}

@@ -1,0 +1,405 @@
+/**
+ * The Site: walks the tree for each request, renders what the resource returns, turns every
+ * failure into a complete error response, writes the access log, and listens.
+ */
+import { createWriteStream, type WriteStream } from "node:fs";
+import * as http from "node:http";
+import type { Http2SecureServer, Http2Server, Http2Session } from "node:http2";
+import * as https from "node:https";
+import type { Duplex } from "node:stream";
+import { escapeHtml } from "./html";
+import { combinedLogLine } from "./log";
+import { CACHED, type ISite, type NodeRequest, type NodeResponse, Request } from "./request";
+import { defaultErrorPage, getChildForRequest, type IResource, type RenderResult } from "./resource";
+import { VERSION } from "./version";
+
+/** Returned by a render method that will finish the response later with `write()`/`finish()`. */
+export const NOT_DONE_YET: unique symbol = Symbol("trellis.NOT_DONE_YET");
+
+/** Where access log lines go: a writable stream, or a function called with each line. */
+export type AccessLog = NodeJS.WritableStream | ((line: string, request: Request) => void);
+
+/** Options of a Site. Every limit has a safe default. */
+export interface SiteOptions {
+  /** Show stack traces on 500 pages (never in production). Default false. */
+  displayTracebacks?: boolean;
+  /** The `Server` header; false to send none. Default `trellis/<version>`. */
+  serverHeader?: string | false;
+  /**
+   * Believe `X-Forwarded-For/Proto/Host`: `true` trusts every hop (the leftmost entry is the
+   * client), a number trusts that many proxies from the right. Default false.
+   */
+  trustProxy?: boolean | number;
+  /** Append the access log (Combined Log Format) to this file. */
+  logPath?: string;
+  /** Send the access log to a stream or a function instead. */
+  log?: AccessLog;
+  /** Where errors are reported. Default: standard error. */
+  errorLog?: (message: string, error?: unknown) => void;
+  /**
+   * The error page: a template with `{code}`, `{brief}` and `{detail}` (the values are
+   * HTML-escaped), or a function of the same three (it must escape them itself).
+   */
+  errorPage?: string | ((code: number, brief: string, detail: string) => string);
+  /** Largest request line plus headers, in bytes; larger gets 431. Default 16384. */
+  maxHeaderSize?: number;
+  /** Time to receive the whole header section, ms; slower clients get 408. Default 20000. */
+  headersTimeout?: number;
+  /** Time to receive the whole request including its body, ms (0: none). Default 300000. */
+  requestTimeout?: number;
+  /** How long an idle keep-alive connection stays open, ms. Default 5000. */
+  keepAliveTimeout?: number;
+  /** Requests served on one connection before it is closed (0: no limit). Default 1000. */
+  maxRequestsPerSocket?: number;
+  /** How long `close()` waits for responses in flight before cutting them, ms. Default 10000. */
+  closeTimeout?: number;
+}
+
+/** Where `listen` binds: a TCP port (and host), or a UNIX socket path; `tls` makes it HTTPS. */
+export interface ListenOptions {
+  /** TCP port; 0 picks a free one. */
+  port?: number;
+  /** Interface to bind. Default: all. */
+  host?: string;
+  /** A UNIX socket path instead of a port. */
+  path?: string;
+  /** Listen backlog. */
+  backlog?: number;
+  /** TLS options (key, cert, …): serve HTTPS. */
+  tls?: https.ServerOptions;
+}
+
+type AnyServer = http.Server | https.Server | Http2Server | Http2SecureServer;
+
+const CLIENT_ERRORS: Record<string, [number, string]> = {
+  HPE_HEADER_OVERFLOW: [431, "Request Header Fields Too Large"],
+  HPE_INVALID_METHOD: [501, "Not Implemented"],
+  ERR_HTTP_REQUEST_TIMEOUT: [408, "Request Timeout"],
+};
+
+function isThenable(v: unknown): v is PromiseLike<unknown> {
+  return typeof (v as PromiseLike<unknown>)?.then === "function";
+}
+
+function isStreamLike(v: unknown): v is NodeJS.ReadableStream | AsyncIterable<string | Uint8Array> {
+  return typeof (v as NodeJS.ReadableStream).pipe === "function" || typeof (v as AsyncIterable<unknown>)[Symbol.asyncIterator] === "function";
+}
+
+function describe(v: unknown): string {
+  if (v === null) return "null";
+  if (typeof v === "object") return `an object (${(v as object).constructor?.name ?? "Object"})`;
+  return `a ${typeof v}`;
+}
+
+const defaultErrorLog = (message: string, error?: unknown) => {
+  process.stderr.write(`[trellis] ${message}${error === undefined ? "" : ": " + (error instanceof Error ? (error.stack ?? error.message) : String(error))}\n`);
+};
+
+/**
+ * A web site: a root resource plus the options that govern serving it. Use `site.handler`
+ * with any Node server, or `site.listen()`.
+ */
+export class Site implements ISite {
+  /** The root of the resource tree. */
+  root: IResource;
+  /** Show stack traces on 500 pages. */
+  displayTracebacks: boolean;
+  /** See `SiteOptions.trustProxy`. */
+  trustProxy: boolean | number;
+  /** The options this site was made with. */
+  readonly options: Readonly<SiteOptions>;
+  /** The servers this site listens on or was attached to. */
+  readonly servers = new Set<AnyServer>();
+  /** True once `close()` was called. */
+  closing = false;
+
+  #serverHeader: string | undefined;
+  #log: ((line: string, request: Request) => void) | undefined;
+  #logStream: WriteStream | undefined;
+  #errorLog: (message: string, error?: unknown) => void;
+  #errorTemplate: (code: number, brief: string, detail: string) => string;
+  #sessions = new Set<Http2Session>();
+
+  /** The `(req, res)` function to give to `http.createServer`, https, http2 (compat) or another framework. */
+  readonly handler: (req: NodeRequest, res: NodeResponse) => void;
+
+  constructor(root: IResource, options: SiteOptions = {}) {
+    if (!root || typeof root.render !== "function") throw new TypeError("Site needs a root resource (something with render())");
+    this.root = root;
+    this.options = options;
+    this.displayTracebacks = options.displayTracebacks ?? false;
+    this.trustProxy = options.trustProxy ?? false;
+    this.#serverHeader = options.serverHeader === false ? undefined : (options.serverHeader ?? `trellis/${VERSION}`);
+    this.#errorLog = options.errorLog ?? defaultErrorLog;
+    const tpl = options.errorPage;
+    this.#errorTemplate =
+      typeof tpl === "function"
+        ? tpl
+        : typeof tpl === "string"
+          ? (code, brief, detail) =>
+              tpl.replace(/\{(code|brief|detail)\}/g, (_, k: string) => (k === "code" ? String(code) : escapeHtml(k === "brief" ? brief : detail)))
+          : defaultErrorPage;
+    if (options.logPath) {
+      const stream = createWriteStream(options.logPath, { flags: "a" });
+      stream.on("error", (err) => this.#errorLog(`cannot write the access log ${options.logPath}`, err));
+      this.#logStream = stream;
+      this.#log = (line) => stream.write(line + "\n");
+    } else if (typeof options.log === "function") {
+      this.#log = options.log;
+    } else if (options.log) {
+      const stream = options.log;
+      this.#log = (line) => stream.write(line + "\n");
+    }
+    this.handler = (req, res) => this.#handle(req, res);
+  }
+
+  /** Renders this site's error page markup. */
+  errorPage(code: number, brief: string, detail: string): string {
+    return this.#errorTemplate(code, brief, detail);
+  }
+
+  /** Reports an error to the site's error log. */
+  logError(message: string, error?: unknown): void {
+    try {
+      this.#errorLog(message, error);
+    } catch {
+      // A broken logger must not turn into a broken response.
+    }
+  }
+
+  #handle(req: NodeRequest, res: NodeResponse): void {
+    const request = new Request(this, req, res);
+    if (this.#serverHeader !== undefined) res.setHeader("Server", this.#serverHeader);
+    const log = this.#log;
+    if (log !== undefined) res.once("close", () => this.#writeLog(log, request));
+    if (!request.validTarget) {
+      this.#targetError(request);
+      return;
+    }
+    let result: RenderResult;
+    try {
+      result = getChildForRequest(this.root, request).render(request);
+    } catch (err) {
+      this.#failed(request, err);
+      return;
+    }
+    this.#respond(request, result);
+  }
+
+  /** `*` (OPTIONS only) or a target that is not a path. */
+  #targetError(request: Request): void {
+    if (request.uri === "*") {
+      if (request.method === "OPTIONS") request.setResponseCode(200);
+      else {
+        request.setResponseCode(405);
+        request.setHeader("Allow", "OPTIONS");
+      }
+      request.defaultContentType = null;
+      request.finishWith("");
+      return;
+    }
+    request.setResponseCode(400);
+    request.setHeader("Content-Type", "text/html; charset=utf-8");
+    request.finishWith(this.errorPage(400, "Bad Request", "The request target is not a valid path (bad percent-encoding?)."));
+  }
+
+  #respond(request: Request, result: RenderResult | null): void {
+    if (typeof result === "string" || result instanceof Uint8Array) {
+      if (!request.finished) request.finishWith(result);
+      else if (result.length > 0) this.logError(`${request.method} ${request.uri}: render returned a body after finish(); it was dropped`);
+      return;
+    }
+    if (result === NOT_DONE_YET) return;
+    if (result === undefined || result === null) {
+      request.finish();
+      return;
+    }
+    if (result === CACHED) {
+      if (request.code === 304) {
+        request.removeHeader("Content-Type");
+        request.removeHeader("Content-Length");
+      }
+      request.finish();
+      return;
+    }
+    if (isThenable(result)) {
+      result.then(
+        (value) => this.#respond(request, value),
+        (err) => this.#failed(request, err),
+      );
+      return;
+    }
+    if (isStreamLike(result)) {
+      request.pipeFrom(result).then(undefined, (err) => this.#failed(request, err));
+      return;
+    }
+    this.#failed(
+      request,
+      new TypeError(`render returned ${describe(result)}; expected a string, bytes, NOT_DONE_YET, a stream, an async iterable, or a Promise of one`),
+    );
+  }
+
+  /**
+   * The failsafe: log, then answer 500 if nothing was sent yet, or cut the connection if the
+   * headers already went out (a truncated body must not pass for a complete one).
+   */
+  #failed(request: Request, err: unknown): void {
+    this.logError(`error while serving ${request.method} ${request.uri}`, err);
+    const res = request.res;
+    if (res.headersSent || request.finished) {
+      if (!res.writableFinished) res.destroy();
+      return;
+    }
+    try {
+      for (const name of res.getHeaderNames()) res.removeHeader(name);
+      if (this.#serverHeader !== undefined) res.setHeader("Server", this.#serverHeader);
+      request.setResponseCode(500);
+      request.setHeader("Content-Type", "text/html; charset=utf-8");
+      const detail = this.displayTracebacks
+        ? err instanceof Error
+          ? (err.stack ?? String(err))
+          : String(err)
+        : "An error occurred while processing this request; it has been logged.";
+      let page = this.errorPage(500, "Processing Failed", detail);
+      if (this.displayTracebacks) page = page.replace(escapeHtml(detail), `<pre>${escapeHtml(detail)}</pre>`);
+      request.finishWith(page);
+    } catch (again) {
+      this.logError("could not send the 500 page; closing the connection", again);
+      res.destroy();
+    }
+  }
+
+  #writeLog(log: (line: string, request: Request) => void, request: Request): void {
+    try {
+      const h = request.req.headers;
+      log(
+        combinedLogLine({
+          client: request.getClientAddress().host,
+          method: request.method,
+          uri: request.uri,
+          protocol: request.clientproto,
+          status: request.code,
+          bytes: request.sentLength,
+          referer: h.referer,
+          userAgent: h["user-agent"],
+          time: request.startTime,
+        }),
+        request,
+      );
+    } catch (err) {
+      this.logError("the access log failed", err);
+    }
+  }
+
+  /**
+   * Applies this site's limits and error answers to a server you created yourself (with
+   * `site.handler`), and lets `close()` shut it down.
+   */
+  attach(server: AnyServer): void {
+    const o = this.options;
+    const s = server as http.Server;
+    if ("maxRequestsPerSocket" in s) s.maxRequestsPerSocket = o.maxRequestsPerSocket ?? 1000;
+    if ("keepAliveTimeout" in s) s.keepAliveTimeout = o.keepAliveTimeout ?? 5000;
+    if ("headersTimeout" in s) {
+      s.headersTimeout = o.headersTimeout ?? 20000;
+      s.requestTimeout = o.requestTimeout ?? 300000;
+    }
+    server.on("clientError", (err: NodeJS.ErrnoException, socket: Duplex) => this.#clientError(err, socket));
+    server.on("session", (session: Http2Session) => {
+      this.#sessions.add(session);
+      session.once("close", () => this.#sessions.delete(session));
+    });
+    this.servers.add(server);
+    server.once("close", () => this.servers.delete(server));
+  }
+
+  /** Answers a request Node's parser refused (400, 408, 431, 501) and closes the connection. */
+  #clientError(err: NodeJS.ErrnoException, socket: Duplex): void {
+    const inFlight = (socket as Duplex & { _httpMessage?: http.ServerResponse | null })._httpMessage;
+    if (err.code === "ECONNRESET" || !socket.writable || inFlight?.headersSent) {
+      socket.destroy();
+      return;
+    }
+    const [status, reason] = CLIENT_ERRORS[err.code ?? ""] ?? [400, "Bad Request"];
+    const body = `${status} ${reason}\n`;
+    const server = this.#serverHeader === undefined ? "" : `Server: ${this.#serverHeader}\r\n`;
+    socket.end(
+      `HTTP/1.1 ${status} ${reason}\r\n${server}Date: ${new Date().toUTCString()}\r\n` +
+        `Content-Type: text/plain; charset=utf-8\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`,
+    );
+    // end() half-closes; a client that never closes its side must not hold the socket.
+    setTimeout(() => socket.destroy(), 1000).unref();
+  }
+
+  /**
+   * Listens on a port (default 8080), `{port, host}`, `{path}` (UNIX socket), or with `tls`
+   * for HTTPS. Resolves with the listening server once it accepts connections.
+   */
+  async listen(where: number | ListenOptions = 8080): Promise<http.Server | https.Server> {
+    const opts: ListenOptions = typeof where === "number" ? { port: where } : where;
+    const o = this.options;
+    const headersTimeout = o.headersTimeout ?? 20000;
+    const serverOptions: http.ServerOptions = {
+      maxHeaderSize: o.maxHeaderSize ?? 16384,
+      headersTimeout,
+      requestTimeout: o.requestTimeout ?? 300000,
+      keepAliveTimeout: o.keepAliveTimeout ?? 5000,
+      // Node checks the header and request timeouts on this interval; its 30 s default
+      // would let a slow client hold a socket far past the limit.
+      connectionsCheckingInterval: Math.max(50, Math.min(1000, Math.floor(headersTimeout / 4))),
+    };
+    const server = opts.tls ? https.createServer({ ...serverOptions, ...opts.tls }, this.handler) : http.createServer(serverOptions, this.handler);
+    this.attach(server);
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      const done = () => {
+        server.off("error", reject);
+        resolve();
+      };
+      if (opts.path !== undefined) server.listen({ path: opts.path, backlog: opts.backlog }, done);
+      else server.listen({ port: opts.port ?? 8080, host: opts.host, backlog: opts.backlog }, done);
+    }).catch((err: NodeJS.ErrnoException) => {
+      this.servers.delete(server);
+      const where = opts.path ?? `${opts.host ?? "*"}:${opts.port ?? 8080}`;
+      if (err.code === "EADDRINUSE") err.message = `${where} is already in use: stop the other server or choose another port (${err.message})`;
+      if (err.code === "EACCES") err.message = `no permission to listen on ${where}: use a port above 1023 or run with the needed privilege (${err.message})`;
+      throw err;
+    });
+    return server;
+  }
+
+  /**
+   * Stops accepting connections, lets responses in flight finish (up to `closeTimeout`),
+   * closes idle keep-alive connections, then resolves.
+   */
+  async close(): Promise<void> {
+    this.closing = true;
+    const servers = [...this.servers];
+    for (const session of this.#sessions) session.close();
+    const sweep = () => {
+      for (const s of servers) (s as http.Server).closeIdleConnections?.();
+    };
+    // Connections whose response ends after close() become idle later: sweep until done.
+    const sweeper = setInterval(sweep, 50);
+    const deadline = setTimeout(() => {
+      for (const s of servers) (s as http.Server).closeAllConnections?.();
+      for (const session of this.#sessions) session.destroy();
+    }, this.options.closeTimeout ?? 10000);
+    try {
+      await Promise.all(
+        servers.map(
+          (s) =>
+            new Promise<void>((resolve) => {
+              if (!s.listening) return resolve();
+              s.close(() => resolve());
+              sweep();
+            }),
+        ),
+      );
+    } finally {
+      clearInterval(sweeper);
+      clearTimeout(deadline);
+    }
+    if (this.#logStream) await new Promise<void>((resolve) => this.#logStream!.end(resolve));
+  }
+}

@@ -1,0 +1,125 @@
+/**
+ * Test helpers: a Site listening on 127.0.0.1 with a free port, HTTP requests over real
+ * sockets, and raw TCP exchanges for malformed input.
+ */
+import * as http from "node:http";
+import * as net from "node:net";
+import type { IResource } from "../src/resource";
+import { Site, type SiteOptions } from "../src/server";
+
+/** A running site and how to reach it. */
+export interface Running {
+  site: Site;
+  port: number;
+  /** `http://127.0.0.1:PORT` */
+  base: string;
+  /** Errors the site logged, in order. */
+  errors: { message: string; error?: unknown }[];
+  close(): Promise<void>;
+}
+
+/** Starts a Site for `root` on 127.0.0.1:0. Errors are collected instead of printed. */
+export async function serve(root: IResource, options: SiteOptions = {}): Promise<Running> {
+  const errors: Running["errors"] = [];
+  const site = new Site(root, { errorLog: (message, error) => errors.push({ message, error }), ...options });
+  const server = await site.listen({ port: 0, host: "127.0.0.1" });
+  const port = (server.address() as net.AddressInfo).port;
+  return { site, port, base: `http://127.0.0.1:${port}`, errors, close: () => site.close() };
+}
+
+/** A response read completely. */
+export interface Reply {
+  status: number;
+  statusMessage: string;
+  headers: http.IncomingHttpHeaders;
+  /** Raw header pairs, to check repeated headers and order. */
+  rawHeaders: string[];
+  body: Buffer;
+  text: string;
+}
+
+/** Options for `request`. */
+export interface RequestOptions {
+  method?: string;
+  headers?: http.OutgoingHttpHeaders;
+  body?: string | Buffer;
+  /** Use a fresh connection (no keep-alive agent). Default true. */
+  agent?: http.Agent | false;
+}
+
+/** Sends one request with node:http and reads the whole response. */
+export function request(url: string, opts: RequestOptions = {}): Promise<Reply> {
+  return new Promise((resolve, reject) => {
+    const req = http.request(url, { method: opts.method ?? "GET", headers: opts.headers, agent: opts.agent ?? false }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on("data", (c: Buffer) => chunks.push(c));
+      res.on("error", reject);
+      res.on("end", () => {
+        const body = Buffer.concat(chunks);
+        resolve({
+          status: res.statusCode ?? 0,
+          statusMessage: res.statusMessage ?? "",
+          headers: res.headers,
+          rawHeaders: res.rawHeaders,
+          body,
+          text: body.toString("utf8"),
+        });
+      });
+    });
+    req.on("error", reject);
+    req.end(opts.body);
+  });
+}
+
+/** What came back on a raw TCP exchange. */
+export interface RawReply {
+  /** Everything the server sent, as latin1 text. */
+  data: string;
+  /** True when the server closed the connection. */
+  closed: boolean;
+}
+
+/**
+ * Writes raw bytes to the port and collects what the server sends until it closes the
+ * connection, or until `idleMs` pass with no data (then `closed` is false).
+ */
+export function raw(port: number, payload: string | Buffer | (string | Buffer)[], idleMs = 1500): Promise<RawReply> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(port, "127.0.0.1");
+    const chunks: Buffer[] = [];
+    let timer: NodeJS.Timeout | undefined;
+    const finish = (closed: boolean) => {
+      clearTimeout(timer);
+      socket.removeAllListeners();
+      socket.on("error", () => {});
+      socket.destroy();
+      resolve({ data: Buffer.concat(chunks).toString("latin1"), closed });
+    };
+    const arm = () => {
+      clearTimeout(timer);
+      timer = setTimeout(() => finish(false), idleMs);
+    };
+    socket.on("connect", () => {
+      for (const p of Array.isArray(payload) ? payload : [payload]) socket.write(p);
+      arm();
+    });
+    socket.on("data", (c) => {
+      chunks.push(c);
+      arm();
+    });
+    socket.on("end", () => finish(true));
+    socket.on("close", () => finish(true));
+    socket.on("error", (err: NodeJS.ErrnoException) => (err.code === "ECONNRESET" ? finish(true) : reject(err)));
+  });
+}
+
+/** The status code of the first response in raw text, or 0. */
+export function statusOf(rawText: string): number {
+  const m = /^HTTP\/1\.[01] (\d{3})/.exec(rawText);
+  return m ? Number(m[1]) : 0;
+}
+
+/** Resolves on the next emission of `event` (no sleeps as synchronisation). */
+export function once<T = unknown>(emitter: NodeJS.EventEmitter, event: string): Promise<T> {
+  return new Promise((resolve) => emitter.once(event, (v: T) => resolve(v)));
+}
