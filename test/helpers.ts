@@ -2,10 +2,23 @@
  * Test helpers: a Site listening on 127.0.0.1 with a free port, HTTP requests over real
  * sockets, and raw TCP exchanges for malformed input.
  */
+import { existsSync } from "node:fs";
 import * as http from "node:http";
+import { dirname, join } from "node:path";
 import * as net from "node:net";
 import type { IResource } from "../src/resource";
 import { Site, type SiteOptions } from "../src/server";
+
+/** The repository root (found from the compiled test's location, whatever the build directory). */
+export const ROOT = (() => {
+  let dir = __dirname;
+  while (!existsSync(join(dir, "package.json")) || existsSync(join(dir, "test", "helpers.js"))) {
+    const up = dirname(dir);
+    if (up === dir) throw new Error("cannot find the repository root");
+    dir = up;
+  }
+  return dir;
+})();
 
 /** A running site and how to reach it. */
 export interface Running {

@@ -6,7 +6,7 @@ const { spawnSync } = require("node:child_process");
 const { readdirSync } = require("node:fs");
 const { join, relative } = require("node:path");
 
-const root = join(__dirname, "..", "build", "test");
+const root = join(__dirname, "..", process.env.TRELLIS_BUILD || "build", "test");
 const files = [];
 (function walk(dir) {
   for (const e of readdirSync(dir, { withFileTypes: true })) {

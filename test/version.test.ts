@@ -2,11 +2,11 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
-import { serve, request } from "./helpers";
+import { ROOT, serve, request } from "./helpers";
 import { Resource } from "../src/resource";
 import { VERSION } from "../src/version";
 
-const pkg = JSON.parse(readFileSync(join(__dirname, "..", "..", "package.json"), "utf8"));
+const pkg = JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8"));
 
 test("VERSION matches package.json", () => {
   assert.equal(VERSION, pkg.version);
