@@ -1,0 +1,94 @@
+/**
+ * Shared by the CGI tests: where the fixture scripts are, waiting for a script's process to
+ * end, and checks that nothing was left behind (processes, zombies, file descriptors).
+ */
+import { readdirSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import type { CGIExit } from "../src/cgi";
+import { ROOT } from "./helpers";
+
+/** The fixture scripts. */
+export const FIXTURES = join(ROOT, "test", "fixtures", "cgi");
+
+/** Collects script exits; `next()` and `of(pid)` wait for them (no polling). */
+export class Exits {
+  readonly seen: CGIExit[] = [];
+  #waiters: { match: (e: CGIExit) => boolean; resolve: (e: CGIExit) => void }[] = [];
+
+  /** Pass this as `onExit` in the CGI options. */
+  readonly onExit = (exit: CGIExit): void => {
+    this.seen.push(exit);
+    this.#waiters = this.#waiters.filter((w) => {
+      if (!w.match(exit)) return true;
+      w.resolve(exit);
+      return false;
+    });
+  };
+
+  /** Waits for the exit of `pid` (resolves at once if it was already seen). */
+  of(pid: number): Promise<CGIExit> {
+    const done = this.seen.find((e) => e.pid === pid);
+    if (done) return Promise.resolve(done);
+    return new Promise((resolve) => this.#waiters.push({ match: (e) => e.pid === pid, resolve }));
+  }
+
+  /** Waits until `count` exits have been seen in all. */
+  count(count: number): Promise<void> {
+    if (this.seen.length >= count) return Promise.resolve();
+    return new Promise((resolve) => this.#waiters.push({ match: () => this.seen.length >= count, resolve: () => resolve() }));
+  }
+}
+
+/** The state letter of a process (`R`, `S`, `Z`, …), or undefined when there is no such process. */
+export function processState(pid: number): { state: string; ppid: number } | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    // The command name is in parentheses and may contain spaces: fields start after the last ")".
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return { state: fields[0], ppid: Number(fields[1]) };
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * True when `pid` no longer runs: `kill(pid, 0)` fails with ESRCH, or it is a zombie that is
+ * not ours to reap (an orphan waiting for init, which may be slow to reap in containers).
+ */
+export function isGone(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ESRCH") return true;
+    throw err;
+  }
+  const st = processState(pid);
+  return st === undefined || (st.state === "Z" && st.ppid !== process.pid);
+}
+
+/** Children of this process that have exited but were not reaped. */
+export function zombies(): number[] {
+  const found: number[] = [];
+  for (const name of readdirSync("/proc")) {
+    if (!/^\d+$/.test(name)) continue;
+    const st = processState(Number(name));
+    if (st && st.ppid === process.pid && st.state === "Z") found.push(Number(name));
+  }
+  return found;
+}
+
+/** Open file descriptors of this process. */
+export function fdCount(): number {
+  return readdirSync("/proc/self/fd").length;
+}
+
+/** The query string for `respond.py`: header lines, a body, stderr lines, an exit code. */
+export function respondQuery(opts: { h?: string[]; body?: string; raw?: string; err?: string[]; exit?: number }): string {
+  const q = new URLSearchParams();
+  for (const h of opts.h ?? []) q.append("h", h);
+  if (opts.body !== undefined) q.append("body", opts.body);
+  if (opts.raw !== undefined) q.append("raw", opts.raw);
+  for (const e of opts.err ?? []) q.append("err", e);
+  if (opts.exit !== undefined) q.append("exit", String(opts.exit));
+  return q.toString();
+}
