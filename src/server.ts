@@ -167,6 +167,31 @@ export class Site implements ISite {
     }
   }
 
+  /**
+   * Serves `target` (a path, with an optional query) in place of what `request` asked for,
+   * on the same exchange, as a GET (HEAD stays HEAD): the tree is walked again from the root
+   * with a new Request, which is returned. This is how CGI local redirects (RFC 3875
+   * §6.2.2) are served. Nothing may have been sent yet; the access log keeps the original
+   * request line.
+   */
+  internalRedirect(request: Request, target: string): Request {
+    const req = request.req as NodeRequest & { url: string; method: string };
+    req.url = target;
+    if (req.method !== "HEAD") req.method = "GET";
+    const inner = new Request(this, req, request.res);
+    request.res.once("finish", () => (request.sentLength = inner.sentLength));
+    if (!inner.validTarget) {
+      this.#targetError(inner);
+      return inner;
+    }
+    try {
+      this.#respond(inner, getChildForRequest(this.root, inner).render(inner));
+    } catch (err) {
+      this.#failed(inner, err);
+    }
+    return inner;
+  }
+
   #handle(req: NodeRequest, res: NodeResponse): void {
     const request = new Request(this, req, res);
     if (this.#serverHeader !== undefined) res.setHeader("Server", this.#serverHeader);
