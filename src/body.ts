@@ -1,0 +1,640 @@
+/**
+ * Request bodies: reading a whole body under a limit, and parsing forms (urlencoded by hand,
+ * multipart with busboy) into fields and uploads. Uploads past a small threshold stream to
+ * temporary files that are removed when the response closes, so memory per request stays
+ * bounded whatever the client sends.
+ *
+ * This helper imports nothing from the module table: `Request` and `Resource` build on it.
+ */
+import busboy from "busboy";
+import { randomBytes } from "node:crypto";
+import { createReadStream, createWriteStream, promises as fsp, type WriteStream } from "node:fs";
+import type { IncomingHttpHeaders } from "node:http";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Readable } from "node:stream";
+
+/** Limits on what a request body may hold. Every one has a safe default (see `DEFAULT_BODY_LIMITS`). */
+export interface BodyLimits {
+  /** Largest body `readBody()` or a urlencoded form may send, and the most all multipart fields may hold together, in bytes. */
+  bodySize: number;
+  /** Largest multipart/form-data body, uploads included, in bytes. */
+  uploadSize: number;
+  /** Most form fields (not files) in one body. */
+  fields: number;
+  /** Largest single multipart field value, in bytes. */
+  fieldSize: number;
+  /** Most uploaded files in one body. */
+  files: number;
+  /** Largest single uploaded file, in bytes. */
+  fileSize: number;
+  /** Bytes of an upload kept in memory; a larger file goes to a temporary file. */
+  fileMemory: number;
+  /** Longest wait for the next piece of a body before giving up with 408, in ms (0: none). */
+  idleTimeout: number;
+  /** Where temporary upload files go. Default: the system's temporary directory. */
+  tempDir?: string;
+}
+
+/** The defaults: small enough to be safe on a public server, large enough for ordinary forms. */
+export const DEFAULT_BODY_LIMITS: Readonly<BodyLimits> = Object.freeze({
+  bodySize: 1024 * 1024,
+  uploadSize: 100 * 1024 * 1024,
+  fields: 1000,
+  fieldSize: 1024 * 1024,
+  files: 20,
+  fileSize: 100 * 1024 * 1024,
+  fileMemory: 64 * 1024,
+  idleTimeout: 30_000,
+});
+
+const REASONS: Record<number, string> = {
+  400: "Bad Request",
+  408: "Request Timeout",
+  413: "Content Too Large",
+  415: "Unsupported Media Type",
+};
+
+/**
+ * A body the server will not take: 400 (malformed, wrong charset, or the client left), 408 (the
+ * client stopped sending), 413 (over a limit) or 415 (not a form). The message says what to do.
+ */
+export class BodyError extends Error {
+  /** The HTTP status to answer with. */
+  readonly status: number;
+  constructor(status: number, message: string) {
+    super(message);
+    this.name = "BodyError";
+    this.status = status;
+  }
+  /** The reason phrase for `status`, for the error page title. */
+  get brief(): string {
+    return REASONS[this.status] ?? "Bad Request";
+  }
+}
+
+/** An uploaded file from a multipart form. Its data is in memory when small, else in a temporary file. */
+export class UploadedFile {
+  /** Size in bytes. */
+  size = 0;
+  /** The temporary file holding the data, when it was too large for memory. Removed when the request ends. */
+  path: string | undefined;
+  #data: Buffer[] | undefined = [];
+
+  constructor(
+    /** The form field name. */
+    readonly name: string,
+    /** The file name the client gave, without any directory part. Never use it as a path as is. */
+    readonly filename: string,
+    /** The media type the client gave (`application/octet-stream` when it gave none). */
+    readonly type: string,
+  ) {}
+
+  /** @internal Data kept in memory, or undefined once it moved to `path`. */
+  get memory(): Buffer[] | undefined {
+    return this.#data;
+  }
+
+  /** @internal The data moved to a temporary file. */
+  spilled(path: string): void {
+    this.path = path;
+    this.#data = undefined;
+  }
+
+  /** The data as a stream (from memory or from the temporary file). */
+  stream(): Readable {
+    if (this.path !== undefined) return createReadStream(this.path);
+    return Readable.from(this.#data ?? [], { objectMode: false });
+  }
+
+  /** The whole data in one Buffer. For large files prefer `stream()` or `saveTo()`. */
+  async buffer(): Promise<Buffer> {
+    if (this.path !== undefined) return fsp.readFile(this.path);
+    return Buffer.concat(this.#data ?? [], this.size);
+  }
+
+  /** The data decoded as UTF-8. */
+  async text(): Promise<string> {
+    return (await this.buffer()).toString("utf8");
+  }
+
+  /**
+   * Stores the data at `dest`: the temporary file is moved there (copied across file systems),
+   * in-memory data is written. Do it before the response ends: the temporary file goes then.
+   */
+  async saveTo(dest: string): Promise<void> {
+    if (this.path === undefined) {
+      await fsp.writeFile(dest, Buffer.concat(this.#data ?? [], this.size));
+      return;
+    }
+    try {
+      await fsp.rename(this.path, dest);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "EXDEV") throw err;
+      await fsp.copyFile(this.path, dest);
+    }
+  }
+}
+
+/** A parsed form: fields (repeated names kept, in order) and uploads, by field name. */
+export interface ParsedForm {
+  /** Text fields. */
+  fields: Record<string, string[]>;
+  /** Uploaded files. */
+  files: Record<string, UploadedFile[]>;
+}
+
+/** The parts of a Node request (HTTP/1 or the HTTP/2 compatibility API) a body reader uses. */
+export interface BodySource extends NodeJS.ReadableStream {
+  readonly headers: IncomingHttpHeaders;
+  readonly httpVersionMajor: number;
+  readonly complete: boolean;
+  readonly readableEnded: boolean;
+  destroy(error?: Error): unknown;
+}
+
+/** The parts of a Node response a body reader uses. */
+export interface BodySink extends NodeJS.EventEmitter {
+  readonly headersSent: boolean;
+  setHeader(name: string, value: string): unknown;
+}
+
+/** Media type without parameters, lower-cased. */
+function mediaType(contentType: string | undefined): string {
+  if (!contentType) return "";
+  const semi = contentType.indexOf(";");
+  return (semi < 0 ? contentType : contentType.slice(0, semi)).trim().toLowerCase();
+}
+
+/** The `charset` parameter of a Content-Type, lower-cased, or undefined. */
+function charsetOf(contentType: string): string | undefined {
+  const m = /;\s*charset\s*=\s*"?([^";\s]*)"?/i.exec(contentType);
+  return m ? m[1].toLowerCase() : undefined;
+}
+
+const UTF8_NAMES = new Set(["utf-8", "utf8", "us-ascii", "ascii"]);
+
+/** The form kind a Content-Type names, or undefined for anything else. */
+export function formKind(contentType: string | undefined): "urlencoded" | "multipart" | undefined {
+  const t = mediaType(contentType);
+  if (t === "application/x-www-form-urlencoded") return "urlencoded";
+  if (t === "multipart/form-data") return "multipart";
+  return undefined;
+}
+
+/**
+ * The error to answer right away when a declared Content-Length is already over the limits
+ * for this kind of body (so a client that sent `Expect: 100-continue` need not send it).
+ */
+export function declaredTooLarge(contentType: string | undefined, contentLength: string | undefined, limits: BodyLimits): BodyError | undefined {
+  if (contentLength === undefined) return undefined;
+  const length = Number(contentLength);
+  if (!Number.isFinite(length)) return undefined;
+  const multipart = formKind(contentType) === "multipart";
+  const max = multipart ? limits.uploadSize : limits.bodySize;
+  if (length > max) return tooLarge(multipart ? "uploadSize" : "bodySize", max, `The body is ${length} bytes`);
+  return undefined;
+}
+
+function tooLarge(limit: string, max: number, what: string): BodyError {
+  return new BodyError(413, `${what}; this resource accepts at most ${max} bytes (${limit}). Send less, or raise the ${limit} limit.`);
+}
+
+/** Merges limits: defaults, then each layer's values that are set. */
+export function mergeLimits(...layers: (Partial<BodyLimits> | undefined)[]): BodyLimits {
+  const out: BodyLimits = { ...DEFAULT_BODY_LIMITS };
+  for (const layer of layers) {
+    if (!layer) continue;
+    for (const key of Object.keys(layer) as (keyof BodyLimits)[]) {
+      const v = layer[key];
+      if (v !== undefined) (out as unknown as Record<string, unknown>)[key] = v;
+    }
+  }
+  return out;
+}
+
+const utf8 = new TextDecoder("utf-8", { fatal: true });
+
+function hexValue(b: number): number {
+  if (b >= 48 && b <= 57) return b - 48;
+  b |= 0x20;
+  if (b >= 97 && b <= 102) return b - 87;
+  return -1;
+}
+
+/** Decodes one urlencoded name or value from bytes: `+` is a space, `%XX` a byte; the result must be UTF-8. */
+function decodeFormBytes(buf: Buffer, start: number, end: number): string | undefined {
+  let plain = true;
+  for (let i = start; i < end; i++) {
+    const b = buf[i];
+    if (b === 0x25 || b === 0x2b) {
+      plain = false;
+      break;
+    }
+  }
+  let bytes = buf.subarray(start, end);
+  if (!plain) {
+    const out = Buffer.allocUnsafe(end - start);
+    let j = 0;
+    for (let i = start; i < end; i++) {
+      const b = buf[i];
+      if (b === 0x2b) out[j++] = 0x20;
+      else if (b === 0x25 && i + 2 < end && hexValue(buf[i + 1]) >= 0 && hexValue(buf[i + 2]) >= 0) {
+        out[j++] = hexValue(buf[i + 1]) * 16 + hexValue(buf[i + 2]);
+        i += 2;
+      } else out[j++] = b;
+    }
+    bytes = out.subarray(0, j);
+  }
+  try {
+    return utf8.decode(bytes);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Parses an `application/x-www-form-urlencoded` body into `fields` (repeated names kept, `+` as
+ * space). Returns a BodyError for bytes that are not UTF-8 (400) or too many fields (413).
+ */
+export function parseUrlencoded(body: Buffer, fields: Record<string, string[]>, maxFields: number): BodyError | undefined {
+  const n = body.length;
+  let count = 0;
+  for (let start = 0; start < n; ) {
+    let end = body.indexOf(0x26 /* & */, start);
+    if (end < 0) end = n;
+    if (end > start) {
+      if (++count > maxFields) return new BodyError(413, `The form has more than ${maxFields} fields (fields). Send fewer, or raise the fields limit.`);
+      let eq = body.indexOf(0x3d /* = */, start);
+      if (eq < 0 || eq > end) eq = end;
+      const name = decodeFormBytes(body, start, eq);
+      const value = eq < end ? decodeFormBytes(body, eq + 1, end) : "";
+      if (name === undefined || value === undefined) {
+        return new BodyError(400, "The form body is not valid UTF-8 (after percent-decoding). Send forms encoded as UTF-8.");
+      }
+      (fields[name] ??= []).push(value);
+    }
+    start = end + 1;
+  }
+  return undefined;
+}
+
+/** A tracker for the request's temporary files, removed all together when the response closes. */
+class TempFiles {
+  closed = false;
+  readonly #open = new Map<string, WriteStream | undefined>();
+
+  /** Creates a temporary file for writing, or undefined once the request has ended. */
+  create(dir: string): { path: string; stream: WriteStream } | undefined {
+    if (this.closed) return undefined;
+    const path = join(dir, `trellis-upload-${randomBytes(16).toString("hex")}`);
+    const stream = createWriteStream(path, { flags: "wx", mode: 0o600 });
+    this.#open.set(path, stream);
+    stream.once("close", () => {
+      if (this.#open.get(path) === stream) this.#open.set(path, undefined);
+    });
+    return { path, stream };
+  }
+
+  /** Closes and deletes every file. A stream still opening is removed once it has opened and closed. */
+  async removeAll(): Promise<void> {
+    this.closed = true;
+    const jobs: Promise<void>[] = [];
+    for (const [path, stream] of this.#open) {
+      jobs.push(
+        new Promise<void>((resolve) => {
+          const rm = () => fsp.rm(path, { force: true }).then(resolve, resolve);
+          if (stream && !stream.closed) {
+            stream.once("close", rm);
+            stream.destroy();
+          } else rm();
+        }),
+      );
+    }
+    this.#open.clear();
+    await Promise.all(jobs);
+  }
+}
+
+/** How much of a body is read and thrown away after an early answer before the connection is cut. */
+const DISCARD_BYTES = 8 * 1024 * 1024;
+const DISCARD_MS = 5000;
+
+/**
+ * Reads and parses one request's body. Created on first use by `Request`; one per request.
+ * The body can be consumed once: `readBody()` and `readForm()` cache their result.
+ */
+export class BodyReader {
+  #consumed: "body" | "form" | undefined;
+  #bodyPromise: Promise<Buffer> | undefined;
+  #formPromise: Promise<ParsedForm> | undefined;
+  #temp: TempFiles | undefined;
+  #rejected = false;
+
+  constructor(
+    readonly req: BodySource,
+    readonly res: BodySink,
+    /** The limits in force before a call adds its own (defaults and the site's). */
+    readonly baseLimits: BodyLimits,
+  ) {}
+
+  /** Reads the whole body into memory, up to `limit` bytes (default: the `bodySize` limit). */
+  readBody(limit?: number, idleTimeout?: number): Promise<Buffer> {
+    if (this.#bodyPromise) return this.#bodyPromise;
+    if (this.#consumed === "form") {
+      return Promise.reject(new Error("readBody(): the body was already parsed as a multipart form; set `static parseForms = false` on the resource to read it raw"));
+    }
+    this.#consumed = "body";
+    const max = limit ?? this.baseLimits.bodySize;
+    const idle = idleTimeout ?? this.baseLimits.idleTimeout;
+    this.#bodyPromise = this.#collect(max, idle, "bodySize");
+    this.#bodyPromise.catch(() => {});
+    return this.#bodyPromise;
+  }
+
+  /** Parses a urlencoded or multipart body. An empty body gives an empty form; another type is 415. */
+  readForm(limits: BodyLimits): Promise<ParsedForm> {
+    if (this.#formPromise) return this.#formPromise;
+    this.#formPromise = this.#readForm(limits);
+    this.#formPromise.catch(() => {});
+    return this.#formPromise;
+  }
+
+  async #readForm(limits: BodyLimits): Promise<ParsedForm> {
+    const contentType = this.req.headers["content-type"];
+    const kind = formKind(contentType);
+    const form: ParsedForm = { fields: Object.create(null), files: Object.create(null) };
+    if (kind === undefined) {
+      if (!this.#hasBody()) return form;
+      throw new BodyError(415, `Expected a form (application/x-www-form-urlencoded or multipart/form-data), not ${contentType ?? "a body without Content-Type"}.`);
+    }
+    const charset = charsetOf(contentType!);
+    if (charset !== undefined && !UTF8_NAMES.has(charset)) {
+      throw new BodyError(400, `The form is declared as charset ${charset}; this server reads forms as UTF-8 only. Send UTF-8.`);
+    }
+    const early = declaredTooLarge(contentType, this.req.headers["content-length"], limits);
+    if (early) throw this.#reject(early);
+    if (kind === "urlencoded") {
+      // A urlencoded body is bounded by bodySize, so buffering it is bounded too.
+      let body: Buffer;
+      if (this.#bodyPromise) body = await this.#bodyPromise;
+      else {
+        this.#consumed = "body";
+        this.#bodyPromise = this.#collect(limits.bodySize, limits.idleTimeout, "bodySize");
+        this.#bodyPromise.catch(() => {});
+        body = await this.#bodyPromise;
+      }
+      const err = parseUrlencoded(body, form.fields, limits.fields);
+      if (err) throw err;
+      return form;
+    }
+    if (this.#consumed === "body") {
+      throw new Error("readForm(): the body was already read with readBody(); a multipart form must be parsed as it streams");
+    }
+    this.#consumed = "form";
+    await this.#multipart(form, limits);
+    return form;
+  }
+
+  #hasBody(): boolean {
+    const h = this.req.headers;
+    if (h["transfer-encoding"] !== undefined) return true;
+    const len = h["content-length"];
+    if (len !== undefined) return Number(len) > 0;
+    // HTTP/2 frames its body without either header; a stream already ended has none.
+    return this.req.httpVersionMajor === 2 && !this.req.readableEnded;
+  }
+
+  /** Removes temporary files when the response closes (finished, failed or aborted). */
+  #tempFiles(): TempFiles {
+    if (!this.#temp) {
+      const temp = (this.#temp = new TempFiles());
+      this.res.once("close", () => void temp.removeAll());
+    }
+    return this.#temp;
+  }
+
+  /**
+   * Stops reading after an error and settles the connection's fate (once). After a 408 the
+   * client is stalled: the connection closes once the answer is out. Otherwise the rest of the
+   * body is read and dropped, up to a bound, so that the client reads its answer instead of a
+   * reset and the connection stays usable; a client that keeps sending past the bound is cut.
+   */
+  #reject(err: BodyError): BodyError {
+    const req = this.req;
+    if (this.#rejected || req.complete || req.readableEnded) return err;
+    this.#rejected = true;
+    req.on("error", () => {});
+    if (err.status === 408) {
+      if (req.httpVersionMajor === 1 && !this.res.headersSent) this.res.setHeader("Connection", "close");
+      const cut = () => req.destroy();
+      this.res.once("finish", cut);
+      this.res.once("close", cut);
+      return err;
+    }
+    let left = DISCARD_BYTES;
+    const stop = () => req.destroy();
+    const timer = setTimeout(stop, DISCARD_MS);
+    timer.unref();
+    req.on("data", (c: Buffer) => {
+      left -= c.length;
+      if (left < 0) {
+        clearTimeout(timer);
+        stop();
+      }
+    });
+    const done = () => clearTimeout(timer);
+    req.once("end", done);
+    req.once("close", done);
+    req.resume();
+    return err;
+  }
+
+  /** Buffers the body up to `max` bytes. */
+  async #collect(max: number, idle: number, limitName: string): Promise<Buffer> {
+    const early = this.req.headers["content-length"];
+    if (early !== undefined && Number(early) > max) {
+      throw this.#reject(tooLarge(limitName, max, `The body is ${early} bytes`));
+    }
+    const chunks: Buffer[] = [];
+    let size = 0;
+    await this.#pump(max, idle, limitName, (chunk) => {
+      chunks.push(chunk);
+      size += chunk.length;
+      return true;
+    });
+    return chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, size);
+  }
+
+  /**
+   * Feeds the body to `write` with backpressure (a false return pauses the request until
+   * `drain` on `drainer`), counting bytes against `max` and timing out when the client stalls.
+   * Rejects with a BodyError; the connection's fate is settled by `#reject`.
+   */
+  #pump(max: number, idle: number, limitName: string, write: (chunk: Buffer) => boolean, drainer?: NodeJS.EventEmitter, abort?: AbortSignal): Promise<void> {
+    const req = this.req;
+    return new Promise<void>((resolve, reject) => {
+      let received = 0;
+      let settled = false;
+      let timer: NodeJS.Timeout | undefined;
+      const cleanup = () => {
+        settled = true;
+        clearTimeout(timer);
+        req.off("data", onData);
+        req.off("end", onEnd);
+        req.off("error", onAbort);
+        req.off("close", onClose);
+        drainer?.off("drain", onDrain);
+        abort?.removeEventListener("abort", onAbortSignal);
+      };
+      const fail = (err: BodyError) => {
+        if (settled) return;
+        cleanup();
+        reject(this.#reject(err));
+      };
+      const onIdle = () =>
+        fail(new BodyError(408, `The client sent no body data for ${idle} ms; the request was abandoned. Send the body without pausing, or raise idleTimeout.`));
+      const onData = (chunk: Buffer) => {
+        received += chunk.length;
+        if (received > max) return fail(tooLarge(limitName, max, `The body is larger than ${max} bytes`));
+        if (write(chunk)) timer?.refresh();
+        else {
+          req.pause();
+          clearTimeout(timer);
+        }
+      };
+      const onDrain = () => {
+        if (settled) return;
+        req.resume();
+        if (idle > 0) timer = setTimeout(onIdle, idle);
+      };
+      const onEnd = () => {
+        if (settled) return;
+        cleanup();
+        resolve();
+      };
+      const onAbort = () => fail(new BodyError(400, "The client closed the connection before sending the whole body."));
+      const onClose = () => {
+        if (!req.complete && !req.readableEnded) onAbort();
+      };
+      const onAbortSignal = () => fail(abort!.reason as BodyError);
+      if (abort?.aborted) return fail(abort.reason as BodyError);
+      abort?.addEventListener("abort", onAbortSignal);
+      if (idle > 0) timer = setTimeout(onIdle, idle);
+      req.on("data", onData);
+      req.on("end", onEnd);
+      req.on("error", onAbort);
+      req.on("close", onClose);
+      drainer?.on("drain", onDrain);
+      req.resume();
+    });
+  }
+
+  /** Parses multipart/form-data with busboy; uploads past `fileMemory` go to temporary files. */
+  async #multipart(form: ParsedForm, limits: BodyLimits): Promise<void> {
+    let bb: busboy.Busboy;
+    try {
+      bb = busboy({
+        headers: this.req.headers,
+        // busboy truncates at the limit; one byte more lets us tell "at" from "over" and answer 413.
+        limits: { fields: limits.fields, fieldSize: limits.fieldSize + 1, files: limits.files, fileSize: limits.fileSize + 1, fieldNameSize: 1024 },
+        defCharset: "utf8",
+        defParamCharset: "utf8",
+      });
+    } catch (err) {
+      throw this.#reject(new BodyError(400, `Malformed multipart/form-data Content-Type (${(err as Error).message}); it needs a boundary parameter.`));
+    }
+    const temp = this.#tempFiles();
+    const dir = limits.tempDir ?? tmpdir();
+    const abort = new AbortController();
+    let failure: Error | undefined;
+    const fail = (err: Error) => {
+      if (failure !== undefined) return;
+      failure = err;
+      // busboy reports limits from inside its parser, which breaks if destroyed there and then.
+      queueMicrotask(() => abort.abort(err));
+    };
+    const aborted = new Promise<never>((_, reject) => {
+      abort.signal.addEventListener("abort", () => {
+        bb.destroy();
+        void temp.removeAll();
+        reject(abort.signal.reason);
+      });
+    });
+    aborted.catch(() => {});
+    const writes: Promise<void>[] = [];
+    let fieldBytes = 0;
+
+    bb.on("field", (name, value, info) => {
+      if (info.valueTruncated) return fail(tooLarge("fieldSize", limits.fieldSize, `The field "${name}" is larger than ${limits.fieldSize} bytes`));
+      fieldBytes += Buffer.byteLength(name) + Buffer.byteLength(value);
+      if (fieldBytes > limits.bodySize) return fail(tooLarge("bodySize", limits.bodySize, "The form fields together are larger than that"));
+      // busboy decodes each part in its declared charset (UTF-8 by default) and replaces bytes
+      // that do not decode; a replacement character means the client sent something else.
+      if (value.includes("\uFFFD")) return fail(new BodyError(400, `The field "${name}" is not valid UTF-8. Send forms encoded as UTF-8.`));
+      (form.fields[name] ??= []).push(value);
+    });
+    bb.on("file", (name, stream, info) => {
+      const file = new UploadedFile(name, info.filename ?? "", info.mimeType || "application/octet-stream");
+      (form.files[name] ??= []).push(file);
+      writes.push(this.#receiveFile(file, stream, limits, temp, dir, fail));
+    });
+    bb.on("fieldsLimit", () => fail(new BodyError(413, `The form has more than ${limits.fields} fields (fields). Send fewer, or raise the fields limit.`)));
+    bb.on("filesLimit", () => fail(new BodyError(413, `The form has more than ${limits.files} files (files). Send fewer, or raise the files limit.`)));
+    const parsed = new Promise<void>((resolve, reject) => {
+      bb.on("error", (err: Error) => reject(new BodyError(400, `Malformed multipart/form-data body (${err.message}). Check the boundary and the part headers.`)));
+      bb.once("close", resolve);
+    });
+    parsed.catch(fail);
+    try {
+      await Promise.race([this.#pump(limits.uploadSize, limits.idleTimeout, "uploadSize", (chunk) => bb.write(chunk), bb, abort.signal), aborted]);
+      bb.end();
+      await Promise.race([parsed, aborted]);
+      await Promise.race([Promise.all(writes), aborted]);
+    } catch (err) {
+      fail(err as Error);
+      const reason = failure!;
+      throw reason instanceof BodyError ? this.#reject(reason) : reason;
+    }
+  }
+
+  /** Receives one upload: in memory up to `fileMemory`, then into a temporary file, with backpressure. */
+  #receiveFile(file: UploadedFile, stream: Readable & { truncated?: boolean }, limits: BodyLimits, temp: TempFiles, dir: string, fail: (err: Error) => void): Promise<void> {
+    return new Promise<void>((resolve) => {
+      let sink: WriteStream | undefined;
+      const done = () => resolve();
+      stream.on("limit", () => {
+        fail(tooLarge("fileSize", limits.fileSize, `The file "${file.filename}" is larger than ${limits.fileSize} bytes`));
+        stream.resume();
+      });
+      stream.on("error", () => done());
+      stream.on("data", (chunk: Buffer) => {
+        file.size += chunk.length;
+        if (file.size > limits.fileSize) return;
+        if (sink === undefined) {
+          if (file.size <= limits.fileMemory) {
+            file.memory!.push(chunk);
+            return;
+          }
+          const created = temp.create(dir);
+          if (!created) return fail(new BodyError(400, "The request ended during the upload."));
+          sink = created.stream;
+          sink.on("error", (err) => fail(err));
+          const held = file.memory!;
+          file.spilled(created.path);
+          for (const c of held) sink.write(c);
+        }
+        if (!sink.write(chunk)) {
+          stream.pause();
+          sink.once("drain", () => stream.resume());
+        }
+      });
+      stream.on("end", () => {
+        if (sink === undefined) return done();
+        sink.end();
+        sink.once("finish", done);
+        sink.once("close", done);
+      });
+    });
+  }
+}
