@@ -47,14 +47,35 @@ export function normalizeETag(tag: string): string {
   return `"${tag}"`;
 }
 
-/** Splits an If-Match / If-None-Match value into entity-tags; `*` stays `*`. Junk items are dropped. */
+/**
+ * Splits an If-Match / If-None-Match value into entity-tags; `*` stays `*`. Empty list
+ * elements and junk elements are skipped (the rest still count); a quoted tag may hold commas.
+ */
 export function parseETagList(value: string): string[] {
   const tags: string[] = [];
-  const re = /\s*(\*|(?:W\/)?"[^"]*")\s*(?:,|$)/gy;
-  let m: RegExpExecArray | null;
-  while ((m = re.exec(value)) !== null) {
-    tags.push(m[1]);
-    if (re.lastIndex >= value.length) break;
+  const tag = /\*|(?:W\/)?"[^"]*"/y;
+  const n = value.length;
+  let i = 0;
+  while (i < n) {
+    const c = value.charCodeAt(i);
+    if (c === 32 || c === 9 || c === 44 /* , */) {
+      i++;
+      continue;
+    }
+    tag.lastIndex = i;
+    const m = tag.exec(value);
+    if (m) {
+      let j = i + m[0].length;
+      while (j < n && (value.charCodeAt(j) === 32 || value.charCodeAt(j) === 9)) j++;
+      if (j >= n || value.charCodeAt(j) === 44) {
+        tags.push(m[0]);
+        i = j;
+        continue;
+      }
+    }
+    const comma = value.indexOf(",", i);
+    if (comma < 0) break;
+    i = comma + 1;
   }
   return tags;
 }
