@@ -268,7 +268,11 @@ export class Request implements IRequest {
   #beforeHeaders(): void {
     const res = this.res;
     const status = res.statusCode;
-    if (this.site.closing && this.req.httpVersionMajor === 1) res.setHeader("Connection", "close");
+    // Node announces the last request of maxRequestsPerSocket with "Connection: close" but
+    // then keeps the socket open; saying it ourselves makes Node close it after the response.
+    if ((this.site.closing || (res as { maxRequestsOnConnectionReached?: boolean }).maxRequestsOnConnectionReached === true) && this.req.httpVersionMajor === 1) {
+      res.setHeader("Connection", "close");
+    }
     if (this.defaultContentType !== null && status !== 204 && status !== 304 && !res.hasHeader("content-type")) {
       res.setHeader("Content-Type", this.defaultContentType);
     }
@@ -280,8 +284,8 @@ export class Request implements IRequest {
    * data is dropped (see `aborted`).
    */
   write(data: string | Uint8Array): Promise<void> {
-    if (this.#finished) throw new Error(`write() after finish() for ${this.method} ${this.uri}`);
     const res = this.res;
+    if (this.#finished || res.writableEnded) throw new Error(`write() after finish() for ${this.method} ${this.uri}`);
     if (!res.headersSent) this.#beforeHeaders();
     if (this.aborted) return RESOLVED;
     this.sentLength += typeof data === "string" ? Buffer.byteLength(data) : data.byteLength;
@@ -311,9 +315,9 @@ export class Request implements IRequest {
    * site for string and byte results; available to resources that have the whole body.
    */
   finishWith(body: string | Uint8Array): void {
-    if (this.#finished) throw new Error(`finishWith() after finish() for ${this.method} ${this.uri}`);
-    this.#finished = true;
     const res = this.res;
+    if (this.#finished || res.writableEnded) throw new Error(`finishWith() after finish() for ${this.method} ${this.uri}`);
+    this.#finished = true;
     if (!res.headersSent) {
       this.#beforeHeaders();
       const status = res.statusCode;

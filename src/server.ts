@@ -6,6 +6,7 @@ import { createWriteStream, type WriteStream } from "node:fs";
 import * as http from "node:http";
 import type { Http2SecureServer, Http2Server, Http2Session } from "node:http2";
 import * as https from "node:https";
+import { Socket } from "node:net";
 import type { Duplex } from "node:stream";
 import { escapeHtml } from "./html";
 import { combinedLogLine } from "./log";
@@ -91,6 +92,25 @@ function describe(v: unknown): string {
   return `a ${typeof v}`;
 }
 
+/**
+ * Ends a response that cannot be completed so that no client takes it for a whole one. On
+ * plain HTTP/1 TCP the connection is reset: a close-delimited body (HTTP/1.0) cut with an
+ * ordinary close would look complete. Writes still corked in this tick are dropped for the
+ * same reason. Elsewhere (TLS, UNIX sockets, HTTP/2 streams) the response is destroyed.
+ */
+function cut(request: Request): void {
+  const socket = request.req.socket;
+  if (request.req.httpVersionMajor === 1 && socket instanceof Socket && !socket.destroyed) {
+    try {
+      socket.resetAndDestroy();
+      return;
+    } catch {
+      // Not a TCP handle (TLS, a UNIX socket): a plain destroy below.
+    }
+  }
+  request.res.destroy();
+}
+
 const defaultErrorLog = (message: string, error?: unknown) => {
   process.stderr.write(`[trellis] ${message}${error === undefined ? "" : ": " + (error instanceof Error ? (error.stack ?? error.message) : String(error))}\n`);
 };
@@ -119,6 +139,7 @@ export class Site implements ISite {
   #errorLog: (message: string, error?: unknown) => void;
   #errorTemplate: (code: number, brief: string, detail: string) => string;
   #sessions = new Set<Http2Session>();
+  #onResponseError = (err: Error) => this.logError("error on a response", err);
 
   /** The `(req, res)` function to give to `http.createServer`, https, http2 (compat) or another framework. */
   readonly handler: (req: NodeRequest, res: NodeResponse) => void;
@@ -194,6 +215,9 @@ export class Site implements ISite {
 
   #handle(req: NodeRequest, res: NodeResponse): void {
     const request = new Request(this, req, res);
+    // Node reports a write after end (say, through the raw `res` escape hatch) as an 'error'
+    // event; unheard, it would take the process down.
+    res.on("error", this.#onResponseError);
     if (this.#serverHeader !== undefined) res.setHeader("Server", this.#serverHeader);
     const log = this.#log;
     if (log !== undefined) res.once("close", () => this.#writeLog(log, request));
@@ -201,14 +225,11 @@ export class Site implements ISite {
       this.#targetError(request);
       return;
     }
-    let result: RenderResult;
     try {
-      result = getChildForRequest(this.root, request).render(request);
+      this.#respond(request, getChildForRequest(this.root, request).render(request));
     } catch (err) {
       this.#failed(request, err);
-      return;
     }
-    this.#respond(request, result);
   }
 
   /** `*` (OPTIONS only) or a target that is not a path. */
@@ -249,7 +270,13 @@ export class Site implements ISite {
     }
     if (isThenable(result)) {
       result.then(
-        (value) => this.#respond(request, value),
+        (value) => {
+          try {
+            this.#respond(request, value);
+          } catch (err) {
+            this.#failed(request, err);
+          }
+        },
         (err) => this.#failed(request, err),
       );
       return;
@@ -271,8 +298,9 @@ export class Site implements ISite {
   #failed(request: Request, err: unknown): void {
     this.logError(`error while serving ${request.method} ${request.uri}`, err);
     const res = request.res;
+    if (res.writableEnded) return; // the client already has a complete response
     if (res.headersSent || request.finished) {
-      if (!res.writableFinished) res.destroy();
+      cut(request);
       return;
     }
     try {
