@@ -1,0 +1,405 @@
+/**
+ * The Request API over real sockets: what the client sent (method, target, args, headers),
+ * the response status and headers, the addresses and URLs of the exchange, and the
+ * forwarded headers believed only when the site trusts its proxy.
+ */
+import assert from "node:assert/strict";
+import { mkdtempSync, rmSync } from "node:fs";
+import * as http from "node:http";
+import * as net from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, test } from "node:test";
+import { raw, request, serve, statusOf, type Running } from "./helpers";
+import { parseTarget, Request } from "../src/request";
+import { type IResource, Resource } from "../src/resource";
+import { Site } from "../src/server";
+
+/** A leaf whose GET answers `fn(request)` as JSON. */
+function probe(fn: (request: Request) => unknown): Resource {
+  const r = new Resource();
+  r.isLeaf = true;
+  (r as unknown as Record<string, unknown>).render_GET = (request: Request) => {
+    request.setHeader("Content-Type", "application/json");
+    return JSON.stringify(fn(request) ?? null);
+  };
+  return r;
+}
+
+/** Any child name leads to `child`. */
+class Any extends Resource {
+  constructor(readonly child: IResource) {
+    super();
+  }
+  override getChild(): IResource {
+    return this.child;
+  }
+}
+
+async function ask(url: string, headers: http.OutgoingHttpHeaders = {}): Promise<any> {
+  const r = await request(url, { headers });
+  assert.equal(r.status, 200, r.text);
+  return JSON.parse(r.text);
+}
+
+describe("parseTarget", () => {
+  test("origin-form: path, query and decoded segments", () => {
+    assert.deepEqual(parseTarget("/a/b%20c/?x=1&y"), { path: "/a/b%20c/", query: "x=1&y", segments: ["a", "b c", ""] });
+    assert.deepEqual(parseTarget("/"), { path: "/", query: "", segments: [""] });
+    assert.deepEqual(parseTarget("/a%2Fb"), { path: "/a%2Fb", query: "", segments: ["a/b"] });
+  });
+
+  test("absolute-form is served as its path; the authority is ignored", () => {
+    assert.deepEqual(parseTarget("http://example.com/hello?q"), { path: "/hello", query: "q", segments: ["hello"] });
+    assert.deepEqual(parseTarget("https://example.com"), { path: "/", query: "", segments: [""] });
+    assert.deepEqual(parseTarget("http://example.com?x=1"), { path: "/", query: "x=1", segments: [""] });
+  });
+
+  test("anything else, and bad percent-encoding, is refused", () => {
+    for (const t of ["*", "", "example.com:443", "a/b", "/a%zz", "/%E0%A4%A", "/%FF", "/%", "/ok/%C0%AF"]) {
+      assert.equal(parseTarget(t), undefined, t);
+    }
+  });
+});
+
+describe("what the client sent", () => {
+  let s: Running;
+  before(async () => {
+    const root = new Resource();
+    root.putChild(
+      "echo",
+      new Any(
+        probe((r) => ({
+          method: r.method,
+          uri: r.uri,
+          path: r.path,
+          queryString: r.queryString,
+          clientproto: r.clientproto,
+          args: r.args,
+          host: r.getHeader("HOST"),
+          multi: r.getHeader("x-multi"),
+          missing: r.getHeader("x-missing") ?? "undefined",
+          ua: r.requestHeaders["user-agent"],
+        })),
+      ),
+    );
+    s = await serve(root);
+  });
+  after(() => s.close());
+
+  test("method, uri, path, query and protocol", async () => {
+    const got = await ask(s.base + "/echo/a%20b/c?x=1&y=2", { "User-Agent": "probe/1" });
+    assert.equal(got.method, "GET");
+    assert.equal(got.uri, "/echo/a%20b/c?x=1&y=2");
+    assert.equal(got.path, "/echo/a%20b/c");
+    assert.equal(got.queryString, "x=1&y=2");
+    assert.equal(got.clientproto, "HTTP/1.1");
+    assert.equal(got.ua, "probe/1");
+    const old = await raw(s.port, "GET /echo/x HTTP/1.0\r\n\r\n");
+    assert.match(old.data, /"clientproto":"HTTP\/1\.0"/);
+  });
+
+  test("args: + as space, percent-decoding, repeated keys kept in order, empty values", async () => {
+    const got = await ask(s.base + "/echo/x?a=1&b=x+y&a=2&c=%2B%26%3D&empty=&bare&%C3%A9=%E2%9C%93");
+    assert.deepEqual(got.args, { a: ["1", "2"], b: ["x y"], c: ["+&="], empty: [""], bare: [""], "\u00e9": ["\u2713"] });
+    assert.deepEqual((await ask(s.base + "/echo/x")).args, {});
+  });
+
+  test("getHeader: any case, repeated headers joined, undefined when absent", async () => {
+    const reply = await raw(s.port, "GET /echo/x HTTP/1.1\r\nhost: Example.org\r\nX-Multi: one\r\nX-Multi: two\r\nConnection: close\r\n\r\n");
+    const got = JSON.parse(reply.data.slice(reply.data.indexOf("\r\n\r\n") + 4));
+    assert.equal(got.host, "Example.org");
+    assert.equal(got.multi, "one, two");
+    assert.equal(got.missing, "undefined");
+  });
+});
+
+describe("the response", () => {
+  let s: Running;
+  let stateResolve!: (v: unknown) => void;
+  const stateSeen = { promise: new Promise((r) => (stateResolve = r)), resolve: (v: unknown) => stateResolve(v) };
+  before(async () => {
+    const root = new Resource();
+    const leaf = (name: string, fn: (r: Request) => unknown) => {
+      const r = new Resource();
+      r.isLeaf = true;
+      (r as unknown as Record<string, unknown>).render_GET = fn;
+      root.putChild(name, r);
+    };
+    leaf("custom", (r) => {
+      r.setResponseCode(299, "Quite Custom");
+      return "c";
+    });
+    leaf("bad-message", (r) => {
+      r.setResponseCode(200, "ok\r\nX-Injected: yes");
+      return "never";
+    });
+    leaf("bad-codes", (r) => {
+      const refused: string[] = [];
+      for (const code of [99, 1000, 200.5, NaN]) {
+        try {
+          r.setResponseCode(code);
+        } catch (err) {
+          if (err instanceof RangeError) refused.push(String(code));
+        }
+      }
+      return refused.join(",");
+    });
+    leaf("headers", (r) => {
+      r.setHeader("X-One", "1");
+      r.setHeader("X-Replaced", "old");
+      r.setHeader("X-Replaced", "new");
+      r.addHeader("X-Multi", "a");
+      r.addHeader("X-Multi", "b");
+      r.addHeader("X-Multi", "c");
+      r.setHeader("X-Gone", "soon");
+      r.removeHeader("X-Gone");
+      r.defaultContentType = null;
+      const seen = { one: r.getResponseHeader("x-one"), all: Object.keys(r.responseHeaders).sort(), sent: r.headersSent };
+      return JSON.stringify(seen);
+    });
+    leaf("header-injection", (r) => {
+      r.setHeader("X-Evil", "a\r\nSet-Cookie: stolen=1");
+      return "never";
+    });
+    leaf("state", (r) => {
+      const before = { code: r.code, finished: r.finished, headersSent: r.headersSent };
+      void r.write("x");
+      const during = { finished: r.finished, headersSent: r.headersSent };
+      r.finish();
+      r.finish(); // twice is harmless
+      return void setImmediate(() => stateSeen.resolve({ before, during, after: { finished: r.finished } }));
+    });
+    s = await serve(root);
+  });
+  after(() => s.close());
+
+  test("setResponseCode with a reason phrase", async () => {
+    const reply = await raw(s.port, "GET /custom HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert.ok(reply.data.startsWith("HTTP/1.1 299 Quite Custom\r\n"), reply.data);
+  });
+
+  test("setResponseCode refuses a reason phrase with CR/LF, and codes out of range", async () => {
+    const r = await request(s.base + "/bad-message");
+    assert.equal(r.status, 500);
+    assert.equal(r.headers["x-injected"], undefined);
+    assert.equal((await request(s.base + "/bad-codes")).text, "99,1000,200.5,NaN");
+  });
+
+  test("setHeader replaces, addHeader adds, removeHeader removes", async () => {
+    const r = await request(s.base + "/headers");
+    assert.deepEqual(JSON.parse(r.text), { one: "1", all: ["server", "x-multi", "x-one", "x-replaced"], sent: false });
+    assert.equal(r.headers["x-replaced"], "new");
+    assert.equal(r.headers["x-multi"], "a, b, c");
+    assert.deepEqual(
+      r.rawHeaders.filter((_, i, a) => i % 2 === 1 && a[i - 1].toLowerCase() === "x-multi"),
+      ["a", "b", "c"],
+    );
+    assert.equal(r.headers["x-gone"], undefined);
+    assert.equal(r.headers["content-type"], undefined, "defaultContentType = null sends none");
+  });
+
+  test("a header value with CR/LF is refused: a 500, never an injected header", async () => {
+    const r = await request(s.base + "/header-injection");
+    assert.equal(r.status, 500);
+    assert.equal(r.headers["set-cookie"], undefined);
+    assert.equal(r.headers["x-evil"], undefined);
+  });
+
+  test("code, finished and headersSent follow the response", async () => {
+    const r = await request(s.base + "/state");
+    assert.equal(r.text, "x");
+    assert.deepEqual(await stateSeen.promise, {
+      before: { code: 200, finished: false, headersSent: false },
+      during: { finished: false, headersSent: true },
+      after: { finished: true },
+    });
+  });
+});
+
+describe("addresses and URLs", () => {
+  let s: Running;
+  const info = probe((r) => ({
+    host: r.getHost(),
+    client: r.getClientAddress(),
+    hostname: r.getRequestHostname(),
+    hostHeader: r.getHostHeader(),
+    secure: r.isSecure(),
+    prePathURL: r.prePathURL(),
+    URLPath: r.URLPath().href,
+    root: r.getRootURL() ?? null,
+    prepath: r.prepath,
+  }));
+  const tree = () => {
+    // The walk has moved a segment to prepath when getChild is asked for it: an app mounted
+    // at /app remembers its root there.
+    const root = new (class extends Resource {
+      override getChild(name: string, request: Request): IResource {
+        if (name !== "app") return super.getChild(name, request);
+        request.rememberRootURL();
+        return new Any(info);
+      }
+    })();
+    root.putChild("info", new Any(info));
+    root.putChild("plain", info);
+    return root;
+  };
+  before(async () => {
+    s = await serve(tree());
+  });
+  after(() => s.close());
+
+  test("getHost and getClientAddress are the two ends of the TCP connection", async () => {
+    const local = net.connect(s.port, "127.0.0.1");
+    await new Promise((r) => local.once("connect", r));
+    const clientPort = local.localPort;
+    local.write("GET /plain HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let data = "";
+    local.on("data", (c) => (data += c));
+    await new Promise((r) => local.once("close", r));
+    const got = JSON.parse(data.slice(data.indexOf("\r\n\r\n") + 4));
+    assert.deepEqual(got.host, { type: "TCP", host: "127.0.0.1", port: s.port });
+    assert.deepEqual(got.client, { type: "TCP", host: "127.0.0.1", port: clientPort });
+    assert.equal(got.secure, false);
+  });
+
+  test("getRequestHostname: lower case, without the port; IPv6 literals without brackets", async () => {
+    assert.equal((await ask(s.base + "/plain", { Host: "WWW.Example.COM:8080" })).hostname, "www.example.com");
+    assert.equal((await ask(s.base + "/plain", { Host: "example.com" })).hostname, "example.com");
+    const v6 = await ask(s.base + "/plain", { Host: "[::1]:8080" });
+    assert.equal(v6.hostname, "::1");
+    assert.equal(v6.hostHeader, "[::1]:8080");
+    assert.equal(v6.prePathURL, "http://[::1]:8080/plain");
+  });
+
+  test("without a Host header (HTTP/1.0), the local address stands in", async () => {
+    const reply = await raw(s.port, "GET /info/x HTTP/1.0\r\n\r\n");
+    const got = JSON.parse(reply.data.slice(reply.data.indexOf("\r\n\r\n") + 4));
+    assert.equal(got.hostname, "127.0.0.1");
+    assert.equal(got.hostHeader, `127.0.0.1:${s.port}`);
+    assert.equal(got.prePathURL, `http://127.0.0.1:${s.port}/info/x`);
+  });
+
+  test("prePathURL keeps the Host header's port and re-encodes each segment (%2F stays encoded)", async () => {
+    const got = await ask(s.base + "/info/a%2Fb%20c?q=1", { Host: "example.com:8080" });
+    assert.deepEqual(got.prepath, ["info", "a/b c"]);
+    assert.equal(got.prePathURL, "http://example.com:8080/info/a%2Fb%20c");
+    assert.equal(got.URLPath, "http://example.com:8080/info/a%2Fb%20c?q=1");
+  });
+
+  test("URLPath is the full URL of the request, with its query", async () => {
+    const got = await ask(s.base + "/plain?x=1&y=%20", { Host: "h.example" });
+    assert.equal(got.URLPath, "http://h.example/plain?x=1&y=%20");
+  });
+
+  test("rememberRootURL / getRootURL", async () => {
+    assert.equal((await ask(s.base + "/plain")).root, null);
+    const got = await ask(s.base + "/app/page", { Host: "example.com" });
+    assert.equal(got.root, "http://example.com/app");
+    assert.equal(got.prePathURL, "http://example.com/app/page");
+  });
+
+  test("a UNIX socket connection has UNIX addresses", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "trellis-req-"));
+    const path = join(dir, "s.sock");
+    const site = new Site(tree());
+    try {
+      await site.listen({ path });
+      const body = await new Promise<string>((resolve, reject) => {
+        http
+          .get({ socketPath: path, path: "/plain", headers: { Host: "unix.example" }, agent: false }, (res) => {
+            let b = "";
+            res.on("data", (c) => (b += c));
+            res.on("end", () => resolve(b));
+          })
+          .on("error", reject);
+      });
+      const got = JSON.parse(body);
+      assert.deepEqual(got.host, { type: "UNIX", host: "", port: 0 });
+      assert.deepEqual(got.client, { type: "UNIX", host: "", port: 0 });
+      assert.equal(got.prePathURL, "http://unix.example/plain");
+    } finally {
+      await site.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  describe("forwarded headers", () => {
+    const forwarded = {
+      "X-Forwarded-For": "203.0.113.9, 198.51.100.7, 10.0.0.1",
+      "X-Forwarded-Proto": "https",
+      "X-Forwarded-Host": "public.example:8443",
+    };
+
+    test("ignored unless the site trusts its proxy", async () => {
+      const got = await ask(s.base + "/plain", { ...forwarded, Host: "inner.example" });
+      assert.equal(got.client.host, "127.0.0.1");
+      assert.equal(got.secure, false);
+      assert.equal(got.hostname, "inner.example");
+      assert.equal(got.prePathURL, "http://inner.example/plain");
+    });
+
+    test("trustProxy: true believes every hop: the leftmost address is the client", async () => {
+      const t = await serve(tree(), { trustProxy: true });
+      try {
+        const got = await ask(t.base + "/plain", { ...forwarded, Host: "inner.example" });
+        assert.deepEqual(got.client, { type: "TCP", host: "203.0.113.9", port: 0 });
+        assert.equal(got.secure, true);
+        assert.equal(got.hostname, "public.example");
+        assert.equal(got.prePathURL, "https://public.example:8443/plain");
+        assert.equal(got.URLPath, "https://public.example:8443/plain");
+        // Without the headers, the connection's own values.
+        const plain = await ask(t.base + "/plain", { Host: "inner.example" });
+        assert.equal(plain.client.host, "127.0.0.1");
+        assert.equal(plain.secure, false);
+        const http_ = await ask(t.base + "/plain", { "X-Forwarded-Proto": "http" });
+        assert.equal(http_.secure, false);
+        const v6 = await ask(t.base + "/plain", { "X-Forwarded-For": "[2001:db8::1]" });
+        assert.equal(v6.client.host, "2001:db8::1");
+      } finally {
+        await t.close();
+      }
+    });
+
+    test("trustProxy: a hop count believes that many proxies from the right", async () => {
+      for (const [hops, client] of [
+        [1, "10.0.0.1"],
+        [2, "198.51.100.7"],
+        [3, "203.0.113.9"],
+        [9, "203.0.113.9"],
+      ] as const) {
+        const t = await serve(tree(), { trustProxy: hops });
+        try {
+          const got = await ask(t.base + "/plain", forwarded);
+          assert.equal(got.client.host, client, `trustProxy: ${hops}`);
+          assert.equal(got.secure, true);
+        } finally {
+          await t.close();
+        }
+      }
+      const none = await serve(tree(), { trustProxy: 0 });
+      try {
+        assert.equal((await ask(none.base + "/plain", forwarded)).client.host, "127.0.0.1");
+      } finally {
+        await none.close();
+      }
+    });
+  });
+});
+
+describe("a bad request target", () => {
+  test("OPTIONS * is answered without the tree; other methods on * are a 405", async () => {
+    const s = await serve(new Resource());
+    try {
+      const o = await raw(s.port, "OPTIONS * HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+      assert.equal(statusOf(o.data), 200);
+      assert.match(o.data, /\r\nContent-Length: 0\r\n/);
+      assert.doesNotMatch(o.data, /Content-Type/);
+      const g = await raw(s.port, "GET * HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+      assert.equal(statusOf(g.data), 405);
+      assert.match(g.data, /\r\nAllow: OPTIONS\r\n/);
+    } finally {
+      await s.close();
+    }
+  });
+});
