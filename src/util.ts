@@ -1,6 +1,6 @@
 /** Small resources: redirects, and a resource that arrives later. */
 import { escapeHtml } from "./html";
-import type { Request } from "./request";
+import { checkHeaderURL, type Request } from "./request";
 import { getChildForRequest, type IRequest, type IResource, type RenderResult, Resource } from "./resource";
 
 /**
@@ -17,7 +17,7 @@ export function redirectTo(url: string, request: Request): string {
   );
 }
 
-/** A leaf that redirects every request to one URL. */
+/** A leaf that redirects every request, whatever its method, to one URL (checked here: no control characters). */
 export class Redirect extends Resource {
   override isLeaf = true;
   constructor(
@@ -25,9 +25,10 @@ export class Redirect extends Resource {
     readonly url: string,
   ) {
     super();
+    checkHeaderURL(url);
   }
-  render_GET(request: Request): string {
-    return redirectTo(this.url, request);
+  override render(request: IRequest): string {
+    return redirectTo(this.url, request as Request);
   }
 }
 
@@ -41,18 +42,18 @@ export class ChildRedirector extends Redirect {
     const base = this.url.endsWith("/") ? this.url : this.url + "/";
     return new ChildRedirector(base + encodeURIComponent(name));
   }
-  override render_GET(request: Request): string {
-    const q = request.queryString;
-    return redirectTo(q ? `${this.url}?${q}` : this.url, request);
+  override render(request: IRequest): string {
+    const q = (request as Request).queryString;
+    return redirectTo(q ? `${this.url}?${q}` : this.url, request as Request);
   }
 }
 
-/** Redirects to the directory the request's URL is in (`/a/b` → `/a/`), dropping the query. */
+/** Redirects every request to the directory its URL is in (`/a/b` → `/a/`), dropping the query. */
 export class ParentRedirect extends Resource {
   override isLeaf = true;
-  render_GET(request: Request): string {
-    const path = request.path;
-    return redirectTo(path.slice(0, path.lastIndexOf("/") + 1) || "/", request);
+  override render(request: IRequest): string {
+    const path = (request as Request).path;
+    return redirectTo(path.slice(0, path.lastIndexOf("/") + 1) || "/", request as Request);
   }
 }
 
