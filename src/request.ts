@@ -424,11 +424,15 @@ export class Request implements IRequest {
     return this.#finishPromise;
   }
 
-  /** Sets a 302 and `Location` (no body; see `redirectTo` for one). Control characters are refused. */
+  /**
+   * Sets a 302 and `Location` (no body; see `redirectTo` for one). Control characters are
+   * refused; characters outside ASCII are percent-encoded as UTF-8.
+   */
   redirect(url: string): void {
     checkHeaderURL(url);
     this.setResponseCode(302);
-    this.setHeader("Location", url);
+    // A header carries bytes: "é" would go out as one Latin-1 byte, "✓" would not go at all.
+    this.setHeader("Location", /[^\x00-\x7f]/.test(url) ? url.replace(/[^\x00-\x7f]+/g, encodeURI) : url);
   }
 
   /** Renders the site's error page markup for this status (used by ErrorPage). */
