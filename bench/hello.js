@@ -1,0 +1,96 @@
+#!/usr/bin/env node
+// Hello-world throughput: bare node:http vs trellis (a hello leaf, and a 10-segment deep
+// tree), under the same autocannon load, alternated, in one run. Then the RSS of the
+// trellis server after 20k and after 200k requests.
+//
+//   npm run bench:hello                   (10 s per round, 2 rounds)
+//   DURATION=20 ROUNDS=3 node bench/hello.js
+//
+// Each server runs in its own process pinned to CPU 0 (when taskset exists); autocannon
+// runs here, on the other CPU. 64 connections, no pipelining, 127.0.0.1 only.
+"use strict";
+const { fork, execFileSync } = require("node:child_process");
+const { join } = require("node:path");
+const autocannon = require("autocannon");
+
+const DURATION = Number(process.env.DURATION ?? 10);
+const ROUNDS = Number(process.env.ROUNDS ?? 2);
+const CONNECTIONS = 64;
+
+const hasTaskset = (() => {
+  try {
+    execFileSync("taskset", ["-c", "0", "true"]);
+    return true;
+  } catch {
+    return false;
+  }
+})();
+if (hasTaskset) {
+  try {
+    execFileSync("taskset", ["-cp", "1", String(process.pid)], { stdio: "ignore" });
+  } catch {}
+}
+
+function start(kind) {
+  const args = [join(__dirname, "hello-server.js"), kind];
+  const child = hasTaskset
+    ? fork(args[0], [kind], { execPath: "taskset", execArgv: ["-c", "0", process.execPath] })
+    : fork(args[0], [kind]);
+  return new Promise((resolve, reject) => {
+    child.once("message", (m) => resolve({ child, port: m.port }));
+    child.once("exit", (code) => reject(new Error(`${kind} server exited with ${code}`)));
+  });
+}
+
+const ask = (child, what) =>
+  new Promise((resolve) => {
+    child.once("message", (m) => resolve(m[what]));
+    child.send(what);
+  });
+
+function load(url, opts) {
+  return new Promise((resolve, reject) => {
+    autocannon({ url, connections: CONNECTIONS, pipelining: 1, ...opts }, (err, res) => (err ? reject(err) : resolve(res)));
+  });
+}
+
+(async () => {
+  const servers = {
+    bare: { ...(await start("bare")), path: "/" },
+    hello: { ...(await start("hello")), path: "/hello" },
+    deep: { ...(await start("deep")), path: "/a/b/c/d/e/f/g/h/i/j" },
+  };
+  const results = { bare: [], hello: [], deep: [] };
+  for (const s of Object.values(servers)) await load(`http://127.0.0.1:${s.port}${s.path}`, { duration: 2 }); // warm-up
+  for (let round = 1; round <= ROUNDS; round++) {
+    for (const name of ["bare", "hello", "deep"]) {
+      const s = servers[name];
+      const r = await load(`http://127.0.0.1:${s.port}${s.path}`, { duration: DURATION });
+      if (r.non2xx || r.errors) throw new Error(`${name}: ${r.non2xx} non-2xx, ${r.errors} errors`);
+      results[name].push({ rps: r.requests.average, p99: r.latency.p99 });
+      console.log(`round ${round} ${name.padEnd(5)} ${r.requests.average.toFixed(0).padStart(7)} req/s  p99 ${r.latency.p99} ms`);
+    }
+  }
+  const mean = (xs) => xs.reduce((a, b) => a + b, 0) / xs.length;
+  const bare = mean(results.bare.map((x) => x.rps));
+  console.log("\nserver   req/s (mean)   p99 ms (worst)   ratio to bare node:http");
+  for (const name of ["bare", "hello", "deep"]) {
+    const rps = mean(results[name].map((x) => x.rps));
+    const p99 = Math.max(...results[name].map((x) => x.p99));
+    console.log(`${name.padEnd(8)} ${rps.toFixed(0).padStart(12)} ${String(p99).padStart(16)} ${(rps / bare).toFixed(3).padStart(14)}`);
+  }
+
+  // Memory: a fresh trellis server, 20k requests, RSS; 180k more, RSS again.
+  const fresh = await start("hello");
+  const url = `http://127.0.0.1:${fresh.port}/hello`;
+  await load(url, { amount: 20000 });
+  const rss20k = await ask(fresh.child, "rss");
+  await load(url, { amount: 180000 });
+  const rss200k = await ask(fresh.child, "rss");
+  console.log(`\nRSS after 20k requests ${(rss20k / 2 ** 20).toFixed(1)} MiB, after 200k ${(rss200k / 2 ** 20).toFixed(1)} MiB: ${((rss200k / rss20k - 1) * 100).toFixed(1)}%`);
+
+  for (const s of [...Object.values(servers), fresh]) s.child.send("exit");
+})().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});
