@@ -6,7 +6,9 @@
 import type { IncomingHttpHeaders, IncomingMessage, OutgoingHttpHeaders, ServerResponse } from "node:http";
 import type { Http2ServerRequest, Http2ServerResponse } from "node:http2";
 import type { TLSSocket } from "node:tls";
+import { BodyReader, mergeLimits, type BodyLimits, type BodySink, type BodySource, type ParsedForm, type UploadedFile } from "./body";
 import { evaluatePreconditions, formatHttpDate, normalizeETag } from "./conditional";
+import { parseCookieHeader, serializeCookie, type CookieOptions } from "./cookies";
 import type { IRequest } from "./resource";
 
 /** Returned by `setETag`/`setLastModified` (and returnable from render) when a 304/412 was decided. */
@@ -22,6 +24,75 @@ export interface ISite {
   errorPage(code: number, brief: string, detail: string): string;
   /** True while the site shuts down: responses then ask HTTP/1 clients to close. */
   readonly closing: boolean;
+  /** Limits on request bodies and forms; unset ones take the defaults. */
+  readonly bodyLimits?: Partial<BodyLimits>;
+  /** Where sessions are kept; unset: an in-memory store made on first use. */
+  readonly sessionStore?: SessionStore;
+  /** Idle time after which a session expires, in ms. Default 15 minutes. */
+  readonly sessionTimeout?: number;
+}
+
+/** Session data: values a session store can keep (a shared store will want them JSON-serialisable). */
+export type SessionData = Record<string, unknown>;
+
+/** What a session store keeps for one session. */
+export interface SessionRecord {
+  /** The session's values. */
+  data: SessionData;
+  /** When the session expires unless touched (ms since the epoch). */
+  expires: number;
+}
+
+/**
+ * Keeps sessions; async so that a shared store (Redis, a database) can back several
+ * processes. `MemorySessionStore` is the default. Defined here so that the Site's options can
+ * name it; the session module implements it.
+ */
+export interface SessionStore {
+  /** The record of a live session, or undefined when unknown or expired. */
+  get(uid: string): Promise<SessionRecord | undefined>;
+  /** Creates or replaces a session's record. */
+  set(uid: string, record: SessionRecord): Promise<void>;
+  /** Moves a session's expiry; resolves false when the session is unknown or already expired. */
+  touch(uid: string, expires: number): Promise<boolean>;
+  /** Forgets a session. */
+  delete(uid: string): Promise<void>;
+}
+
+/** A browser's session, as `request.getSession()` returns it (the session module's `Session`). */
+export interface ISession<D extends SessionData = SessionData> {
+  /** The session id: 256 random bits, hex; also the cookie value. */
+  readonly uid: string;
+  /** True once expired. */
+  readonly expired: boolean;
+  /** A value, or undefined. */
+  get<K extends keyof D & string>(key: K): D[K] | undefined;
+  /** Stores a value (and writes the session to its store). */
+  set<K extends keyof D & string>(key: K, value: D[K]): Promise<void>;
+  /** Removes a value. */
+  delete(key: keyof D & string): Promise<void>;
+  /** Restarts the idle timer. */
+  touch(): Promise<void>;
+  /** Ends the session now; the `notifyOnExpire` callbacks run. */
+  expire(): Promise<void>;
+  /** Calls `callback` when the session expires (idle timeout or `expire()`). */
+  notifyOnExpire(callback: () => void): void;
+}
+
+/**
+ * Finds or creates the session for a request. The session module sits below this one in the
+ * module order, so it registers its implementation here (with `setSessionProvider`) when it
+ * loads, instead of this module importing it.
+ */
+export interface SessionProvider {
+  getSession(request: Request): Promise<ISession>;
+}
+
+let sessionProvider: SessionProvider | undefined;
+
+/** Installs the session implementation (the session module does this when it loads). */
+export function setSessionProvider(provider: SessionProvider): void {
+  sessionProvider = provider;
 }
 
 /** An address of one end of the connection. */
@@ -142,6 +213,11 @@ export class Request implements IRequest {
   #etag?: string;
   #lastModified?: number;
   #rootURL?: string;
+  #body?: BodyReader;
+  #form?: Promise<ParsedForm>;
+  #files?: Record<string, UploadedFile[]>;
+  #cookies?: Record<string, string>;
+  #session?: Promise<ISession>;
 
   constructor(
     /** The site serving this request. */
@@ -201,6 +277,72 @@ export class Request implements IRequest {
   /** The request body as a stream, untouched (Node's request object). */
   get content(): NodeRequest {
     return this.req;
+  }
+
+  // ---- bodies, forms, cookies, sessions (the logic lives in body.ts, cookies.ts, session.ts)
+
+  /** The body limits for this request: defaults, the site's, then `overrides`. */
+  bodyLimits(overrides?: Partial<BodyLimits>): BodyLimits {
+    return mergeLimits(this.site.bodyLimits, overrides);
+  }
+
+  #reader(): BodyReader {
+    return (this.#body ??= new BodyReader(this.req as unknown as BodySource, this.res as unknown as BodySink, this.bodyLimits()));
+  }
+
+  /**
+   * Reads the whole body into memory, at most `limit` bytes (default: the `bodySize` limit).
+   * Rejects with a `BodyError` (413 over the limit, 408 when the client stalls, 400 when it
+   * leaves); thrown from a render method it becomes that error page.
+   */
+  readBody(options: { limit?: number; idleTimeout?: number } = {}): Promise<Buffer> {
+    return this.#reader().readBody(options.limit, options.idleTimeout);
+  }
+
+  /**
+   * Parses a urlencoded or multipart/form-data body (once): fields are added to `args` after the
+   * query's, uploads go to `files`. `Resource.render` calls it before `render_POST`/`PUT`/`PATCH`.
+   */
+  readForm(limits?: Partial<BodyLimits>): Promise<ParsedForm> {
+    return (this.#form ??= this.#reader()
+      .readForm(this.bodyLimits(limits))
+      .then((form) => {
+        const args = this.args;
+        for (const name of Object.keys(form.fields)) (args[name] ??= []).push(...form.fields[name]);
+        this.#files = form.files;
+        return form;
+      }));
+  }
+
+  /** Uploaded files by field name, once the form was read (empty before). Removed when the request ends. */
+  get files(): Record<string, UploadedFile[]> {
+    return (this.#files ??= Object.create(null) as Record<string, UploadedFile[]>);
+  }
+
+  /** The cookies the client sent (name → value), parsed on first use; malformed ones are skipped. */
+  get cookies(): Record<string, string> {
+    return (this.#cookies ??= parseCookieHeader(this.req.headers.cookie));
+  }
+
+  /** One cookie the client sent, or undefined. */
+  getCookie(name: string): string | undefined {
+    return this.cookies[name];
+  }
+
+  /** Sets a cookie: adds one `Set-Cookie` header (several cookies, several headers). */
+  addCookie(name: string, value: string, options?: CookieOptions): void {
+    this.addHeader("Set-Cookie", serializeCookie(name, value, options));
+  }
+
+  /** The browser's session, created (with its cookie) on first use. The same one for the whole request. */
+  getSession<D extends SessionData = SessionData>(): Promise<ISession<D>> {
+    if (this.#session) return this.#session as Promise<unknown> as Promise<ISession<D>>;
+    if (!sessionProvider) {
+      return Promise.reject(new Error("getSession(): sessions are not loaded; import them from the trellis package (or its session module) first"));
+    }
+    this.#session = sessionProvider.getSession(this);
+    this.#session.catch(() => (this.#session = undefined));
+    return this.#session as Promise<unknown> as Promise<ISession<D>>;
   }
 
   // ---- response ----------------------------------------------------------------------
@@ -444,14 +586,17 @@ export class Request implements IRequest {
 
   #precondition(): typeof CACHED | undefined {
     const h = this.req.headers;
-    const ifMatch = this.#etag === undefined ? undefined : (h["if-match"] as string | undefined);
+    const ifMatch = h["if-match"] as string | undefined;
+    // If-Match is judged against an entity-tag: until setETag gives one, nothing is decided
+    // (and If-Unmodified-Since does not count at all while If-Match is present, RFC 9110 §13.1.4).
+    if (ifMatch !== undefined && this.#etag === undefined) return undefined;
     const result = evaluatePreconditions(
       {
         method: this.method,
         ifMatch,
         ifNoneMatch: h["if-none-match"] as string | undefined,
         ifModifiedSince: h["if-modified-since"] as string | undefined,
-        ifUnmodifiedSince: ifMatch === undefined ? (h["if-unmodified-since"] as string | undefined) : undefined,
+        ifUnmodifiedSince: h["if-unmodified-since"] as string | undefined,
       },
       this.#etag,
       this.#lastModified,

@@ -5,6 +5,7 @@
  * This module sits at the top of the module order, so it describes the request it works
  * with as an interface (`IRequest`) instead of importing `Request`.
  */
+import { BodyError, declaredTooLarge, formKind, type BodyLimits } from "./body";
 import { escapeHtml } from "./html";
 
 /** What a render method may return; see DESIGN.md "The core contract". */
@@ -36,6 +37,13 @@ export interface IRequest {
   getHeader(name: string): string | undefined;
   /** The HTML template for error pages, if the site has one. */
   errorPage(code: number, brief: string, detail: string): string;
+  /**
+   * Parses a form body into `args` and `files`. `Request` implements it; it is optional here
+   * because this module cannot import `Request`: `render` parses forms only when it is there.
+   */
+  readForm?(limits?: Partial<BodyLimits>): Promise<unknown>;
+  /** The body limits in force: defaults, the site's, then `overrides` (`Request` implements it). */
+  bodyLimits?(overrides?: Partial<BodyLimits>): BodyLimits;
 }
 
 /** The resource interface: anything that can sit in the tree. */
@@ -48,6 +56,11 @@ export interface IResource {
   putChild(name: string, child: IResource): void;
   /** Renders the response for this request. */
   render(request: IRequest): RenderResult;
+  /**
+   * Called for `Expect: 100-continue` before the client sends its body: return nothing to let
+   * it come, or a status (417, 413, …) or a resource to answer with instead.
+   */
+  checkContinue?(request: IRequest): number | IResource | undefined | void;
 }
 
 /**
@@ -94,6 +107,17 @@ export class Resource implements IResource {
   isLeaf = false;
   /** Methods to advertise in `Allow`; computed from the `render_*` methods when unset. */
   allowedMethods?: string[];
+  /**
+   * Body limits for this resource, over the site's (see `BodyLimits`): say, a larger
+   * `fileSize` for an upload page, or a smaller `bodySize` for a login form.
+   */
+  bodyLimits?: Partial<BodyLimits>;
+  /**
+   * When true (the default), `render` parses urlencoded and multipart bodies of POST, PUT and
+   * PATCH into `request.args` and `request.files` before calling the `render_*` method. A
+   * class that reads the raw body itself (`request.content`) sets `static override parseForms = false`.
+   */
+  static parseForms = true;
   /** Static children registered with `putChild`, by path segment. */
   readonly children = new Map<string, IResource>();
 
@@ -122,6 +146,26 @@ export class Resource implements IResource {
     return this.allowedMethods ?? reflectMethods(Object.getPrototypeOf(this));
   }
 
+  /** True when `render` will parse this request's body as a form before the handler runs. */
+  #parsesForm(request: IRequest): boolean {
+    return (
+      request.readForm !== undefined &&
+      (this.constructor as typeof Resource).parseForms !== false &&
+      formKind(request.getHeader("content-type")) !== undefined
+    );
+  }
+
+  /**
+   * `Expect: 100-continue`: refuses with 413 a form whose declared length is already over the
+   * limits, before the client sends it. Override to refuse on other grounds (type, size, auth).
+   */
+  checkContinue(request: IRequest): number | IResource | undefined {
+    const method = request.method;
+    if ((method !== "POST" && method !== "PUT" && method !== "PATCH") || !this.#parsesForm(request) || !request.bodyLimits) return undefined;
+    const err = declaredTooLarge(request.getHeader("content-type"), request.getHeader("content-length"), request.bodyLimits(this.bodyLimits));
+    return err ? new ErrorPage(err.status, err.brief, err.message) : undefined;
+  }
+
   /**
    * Dispatches to `render_<METHOD>`. HEAD falls back to `render_GET` (the site drops the
    * body); OPTIONS without a handler answers 204 with `Allow`; anything else is a 405.
@@ -129,7 +173,12 @@ export class Resource implements IResource {
   render(request: IRequest): RenderResult {
     const method = request.method;
     const handler = (this as unknown as Record<string, unknown>)["render_" + method];
-    if (typeof handler === "function") return (handler as RenderMethod).call(this, request);
+    if (typeof handler === "function") {
+      if ((method === "POST" || method === "PUT" || method === "PATCH") && this.#parsesForm(request)) {
+        return renderAfterForm(this, handler as RenderMethod, request);
+      }
+      return (handler as RenderMethod).call(this, request);
+    }
     if (method === "HEAD") {
       const get = (this as unknown as Record<string, unknown>).render_GET;
       if (typeof get === "function") return (get as RenderMethod).call(this, request);
@@ -191,6 +240,17 @@ export class ForbiddenResource extends ErrorPage {
 }
 
 const notFound = new NoResource();
+
+/** Reads the form, then renders; a body the limits refuse becomes its error page (400, 408, 413, 415). */
+async function renderAfterForm(resource: Resource, handler: RenderMethod, request: IRequest): Promise<Awaited<RenderResult>> {
+  try {
+    await request.readForm!(resource.bodyLimits);
+  } catch (err) {
+    if (err instanceof BodyError) return new ErrorPage(err.status, err.brief, err.message).render(request);
+    throw err;
+  }
+  return handler.call(resource, request) as Awaited<RenderResult>;
+}
 
 /** The default error page markup; a Site can replace it with its own template. */
 export function defaultErrorPage(code: number, brief: string, detail: string): string {

@@ -8,10 +8,11 @@ import type { Http2SecureServer, Http2Server, Http2Session } from "node:http2";
 import * as https from "node:https";
 import { Socket } from "node:net";
 import type { Duplex } from "node:stream";
+import { BodyError, type BodyLimits } from "./body";
 import { escapeHtml } from "./html";
 import { combinedLogLine } from "./log";
-import { CACHED, type ISite, type NodeRequest, type NodeResponse, Request } from "./request";
-import { defaultErrorPage, getChildForRequest, type IResource, type RenderResult } from "./resource";
+import { CACHED, type ISite, type NodeRequest, type NodeResponse, Request, type SessionStore } from "./request";
+import { defaultErrorPage, ErrorPage, getChildForRequest, type IResource, type RenderResult } from "./resource";
 import { VERSION } from "./version";
 
 /** Returned by a render method that will finish the response later with `write()`/`finish()`. */
@@ -54,6 +55,16 @@ export interface SiteOptions {
   maxRequestsPerSocket?: number;
   /** How long `close()` waits for responses in flight before cutting them, ms. Default 10000. */
   closeTimeout?: number;
+  /**
+   * Limits on request bodies, forms and uploads (body size, field and file counts and sizes,
+   * idle timeout, temporary directory); a resource can tighten or relax them with its own
+   * `bodyLimits`. Over a limit → 413. Defaults: see `DEFAULT_BODY_LIMITS`.
+   */
+  bodyLimits?: Partial<BodyLimits>;
+  /** Where sessions are kept. Default: a `MemorySessionStore` made on first use. */
+  sessionStore?: SessionStore;
+  /** Idle time after which a session expires, in ms. Default 900000 (15 minutes). */
+  sessionTimeout?: number;
 }
 
 /** Where `listen` binds: a TCP port (and host), or a UNIX socket path; `tls` makes it HTTPS. */
@@ -132,6 +143,12 @@ export class Site implements ISite {
   readonly servers = new Set<AnyServer>();
   /** True once `close()` was called. */
   closing = false;
+  /** See `SiteOptions.bodyLimits`. */
+  readonly bodyLimits?: Partial<BodyLimits>;
+  /** See `SiteOptions.sessionStore`. */
+  readonly sessionStore?: SessionStore;
+  /** See `SiteOptions.sessionTimeout`. */
+  readonly sessionTimeout?: number;
 
   #serverHeader: string | undefined;
   #log: ((line: string, request: Request) => void) | undefined;
@@ -150,6 +167,9 @@ export class Site implements ISite {
     this.options = options;
     this.displayTracebacks = options.displayTracebacks ?? false;
     this.trustProxy = options.trustProxy ?? false;
+    this.bodyLimits = options.bodyLimits;
+    this.sessionStore = options.sessionStore;
+    this.sessionTimeout = options.sessionTimeout;
     this.#serverHeader = options.serverHeader === false ? undefined : (options.serverHeader ?? `trellis/${VERSION}`);
     this.#errorLog = options.errorLog ?? defaultErrorLog;
     const tpl = options.errorPage;
@@ -213,7 +233,7 @@ export class Site implements ISite {
     return inner;
   }
 
-  #handle(req: NodeRequest, res: NodeResponse): void {
+  #handle(req: NodeRequest, res: NodeResponse, expectContinue = false): void {
     const request = new Request(this, req, res);
     // Node reports a write after end (say, through the raw `res` escape hatch) as an 'error'
     // event; unheard, it would take the process down.
@@ -226,10 +246,31 @@ export class Site implements ISite {
       return;
     }
     try {
-      this.#respond(request, getChildForRequest(this.root, request).render(request));
+      const resource = getChildForRequest(this.root, request);
+      this.#respond(request, expectContinue ? this.#continue(resource, request) : resource.render(request));
     } catch (err) {
       this.#failed(request, err);
     }
+  }
+
+  /**
+   * `Expect: 100-continue`: the resource found for the request may refuse the body before the
+   * client sends it (its `checkContinue` returns a status such as 417 or 413, or a resource to
+   * render instead); otherwise `100 Continue` goes out and the resource renders as usual.
+   */
+  #continue(resource: IResource, request: Request): RenderResult {
+    const refusal = resource.checkContinue?.(request);
+    if (refusal === undefined || refusal === null) {
+      request.res.writeContinue();
+      return resource.render(request);
+    }
+    // The client may or may not send the body it announced: the connection cannot be reused.
+    if (request.req.httpVersionMajor === 1) request.setHeader("Connection", "close");
+    if (typeof refusal === "number") {
+      const brief = http.STATUS_CODES[refusal] ?? "Expectation Failed";
+      return new ErrorPage(refusal, brief, `This resource refused the request body before it was sent (${refusal} ${brief}).`).render(request);
+    }
+    return refusal.render(request);
   }
 
   /** `*` (OPTIONS only) or a target that is not a path. */
@@ -296,6 +337,14 @@ export class Site implements ISite {
    * headers already went out (a truncated body must not pass for a complete one).
    */
   #failed(request: Request, err: unknown): void {
+    if (err instanceof BodyError && !request.res.headersSent && !request.finished) {
+      // A body the client should not have sent (over a limit, malformed, stalled) is the
+      // client's error, not the server's: answer its status with its explanation.
+      request.setResponseCode(err.status);
+      request.setHeader("Content-Type", "text/html; charset=utf-8");
+      request.finishWith(this.errorPage(err.status, err.brief, err.message));
+      return;
+    }
     this.logError(`error while serving ${request.method} ${request.uri}`, err);
     const res = request.res;
     if (res.writableEnded) return; // the client already has a complete response
@@ -358,6 +407,8 @@ export class Site implements ISite {
       s.requestTimeout = o.requestTimeout ?? 300000;
     }
     server.on("clientError", (err: NodeJS.ErrnoException, socket: Duplex) => this.#clientError(err, socket));
+    // With a listener, Node leaves `100 Continue` to us, so a resource can refuse first.
+    server.on("checkContinue", (req: NodeRequest, res: NodeResponse) => this.#handle(req, res, true));
     server.on("session", (session: Http2Session) => {
       this.#sessions.add(session);
       session.once("close", () => this.#sessions.delete(session));
