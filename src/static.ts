@@ -120,6 +120,11 @@ export interface FileOptions {
   contentEncodings?: Record<string, string>;
   /** The registry shared with processors; children share their parent's. Default: a new one. */
   registry?: Registry;
+  /**
+   * Bytes of small files (64 KiB and under) kept in memory per File tree; each use is
+   * checked against a fresh `stat`, so edits show at once. 0 turns it off. Default 16 MiB.
+   */
+  memoryCache?: number;
 }
 
 // ---- small helpers ----------------------------------------------------------------------
@@ -252,11 +257,69 @@ class BusyResource extends ErrorPage {
   }
 }
 
-/** State shared by every File of one tree: where the root is, and where it really is. */
+/** A small file kept in memory, valid while a `stat` of its path still shows the same file. */
+interface CachedFile {
+  dev: number;
+  ino: number;
+  size: number;
+  mtimeMs: number;
+  ctimeMs: number;
+  /** The symlink policy its containment was checked under. */
+  policy: SymlinkPolicy;
+  body: Buffer;
+}
+
+/** A least-recently-used map of small files, bounded in bytes. */
+class FileCache {
+  readonly #entries = new Map<string, CachedFile>();
+  #bytes = 0;
+  constructor(readonly maxBytes: number) {}
+
+  /** The entry for `path` if `stats` (fresh) still describe it; stale entries are dropped. */
+  get(path: string, stats: Stats, policy: SymlinkPolicy): CachedFile | undefined {
+    const e = this.#entries.get(path);
+    if (e === undefined) return undefined;
+    // ctime moves on chmod, chown and rename too, so a permission change is never missed.
+    if (e.ino !== stats.ino || e.dev !== stats.dev || e.size !== stats.size || e.mtimeMs !== stats.mtimeMs || e.ctimeMs !== stats.ctimeMs || e.policy !== policy) {
+      this.delete(path);
+      return undefined;
+    }
+    // Most recently used last.
+    this.#entries.delete(path);
+    this.#entries.set(path, e);
+    return e;
+  }
+
+  has(path: string): boolean {
+    return this.#entries.has(path);
+  }
+
+  set(path: string, stats: Stats, policy: SymlinkPolicy, body: Buffer): void {
+    if (body.length > this.maxBytes) return;
+    this.delete(path);
+    this.#entries.set(path, { dev: stats.dev, ino: stats.ino, size: stats.size, mtimeMs: stats.mtimeMs, ctimeMs: stats.ctimeMs, policy, body });
+    this.#bytes += body.length;
+    for (const [key, old] of this.#entries) {
+      if (this.#bytes <= this.maxBytes) break;
+      this.#entries.delete(key);
+      this.#bytes -= old.body.length;
+    }
+  }
+
+  delete(path: string): void {
+    const e = this.#entries.get(path);
+    if (e === undefined) return;
+    this.#entries.delete(path);
+    this.#bytes -= e.body.length;
+  }
+}
+
+/** State shared by every File of one tree: where the root is, where it really is, its cache. */
 interface Tree {
   root: string;
   real?: string;
   pending?: Promise<string>;
+  cache?: FileCache;
 }
 
 async function rootReal(tree: Tree, refresh = false): Promise<string> {
@@ -279,8 +342,11 @@ async function rootReal(tree: Tree, refresh = false): Promise<string> {
 
 /** The result of opening (or, for HEAD, only looking at) one file. */
 interface Opened {
+  /** The open descriptor, or -1 (HEAD, or a body from the cache). */
   fd: number;
   stats: Stats;
+  /** The whole file, when it came from the memory cache. */
+  body?: Buffer;
 }
 
 // ---- File -------------------------------------------------------------------------------
@@ -329,7 +395,8 @@ export class File extends Resource {
   constructor(path: string, options: FileOptions = {}) {
     super();
     this.path = resolve(path);
-    this.#tree = { root: this.path };
+    const cacheBytes = options.memoryCache ?? 16 * 1024 * 1024;
+    this.#tree = { root: this.path, cache: cacheBytes > 0 ? new FileCache(cacheBytes) : undefined };
     this.defaultType = options.defaultType ?? "application/octet-stream";
     this.#indexNames = options.indexNames ? [...options.indexNames] : undefined;
     this.ignoredExts = options.ignoredExts ? [...options.ignoredExts] : [];
@@ -471,6 +538,13 @@ export class File extends Resource {
   async #open(path: string, head: boolean): Promise<Opened | undefined> {
     const tree = this.#tree;
     const check = this.followSymlinks !== "any";
+    const cache = tree.cache;
+    if (cache?.has(path)) {
+      // One stat instead of open, readlink, fstat, read and close.
+      const stats = await statP(path);
+      const hit = cache.get(path, stats, this.followSymlinks);
+      if (hit) return { fd: -1, stats, body: hit.body };
+    }
     if (head) {
       const stats = await statP(path);
       // The same answer GET would give, without opening: an unreadable file is a 403 here too.
@@ -520,7 +594,7 @@ export class File extends Resource {
     try {
       if (stats.isDirectory()) return this.#redirectToDirectory(request);
       if (!stats.isFile()) return this.forbidden.render(request);
-      const result = this.#respond(request, fd, stats, encoding, offered.length > 0);
+      const result = this.#respond(request, opened, encoding ? this.path + SIBLING_EXT[encoding as PrecompressedEncoding] : this.path, encoding, offered.length > 0);
       owned = false;
       return await result;
     } finally {
@@ -528,8 +602,9 @@ export class File extends Resource {
     }
   }
 
-  /** Sends a regular file's response; owns `fd` from here on. */
-  async #respond(request: Request, fd: number, stats: Stats, encoding: string | undefined, varies: boolean): Promise<RenderResult> {
+  /** Sends a regular file's response; owns the descriptor from here on. */
+  async #respond(request: Request, opened: Opened, path: string, encoding: string | undefined, varies: boolean): Promise<RenderResult> {
+    const { fd, stats, body: cached } = opened;
     let owned = true;
     try {
       const size = stats.size;
@@ -590,6 +665,7 @@ export class File extends Resource {
         request.setResponseCode(206);
         request.setHeader("Content-Type", layout.contentType);
         request.setHeader("Content-Length", layout.length);
+        if (cached) return Buffer.concat([...ranges.flatMap((r, i) => [layout.heads[i], cached.subarray(r.start, r.end + 1)]), layout.tail]);
         const parts: FilePart[] = ranges.map((r, i) => ({ head: layout.heads[i], start: r.start, end: r.end }));
         owned = false;
         return new FileBody(fd, parts, layout.tail, this.path);
@@ -602,8 +678,10 @@ export class File extends Resource {
       }
       const length = range.end - range.start + 1;
       if (length <= 0) return "";
+      if (cached) return length === size ? cached : cached.subarray(range.start, range.end + 1);
       if (length <= SMALL_BODY) {
         const body = await readAt(fd, length, range.start);
+        if (length === size && body.length === length) this.#tree.cache?.set(path, stats, this.followSymlinks, body);
         if (body.length !== length) {
           request.setHeader("Retry-After", "1");
           request.removeHeader("Content-Encoding");

@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { chmodSync, promises as fsp, mkdirSync, mkdtempSync, readdirSync, readlinkSync, rmSync, statSync, truncateSync, writeFileSync } from "node:fs";
+import { chmodSync, promises as fsp, mkdirSync, mkdtempSync, readdirSync, readlinkSync, rmSync, statSync, truncateSync, utimesSync, writeFileSync } from "node:fs";
 import * as http from "node:http";
 import * as net from "node:net";
 import { tmpdir } from "node:os";
@@ -275,6 +275,41 @@ describe("File: files", () => {
       assert.equal((await request(`http://127.0.0.1:${port}/hello.txt`)).text, "hello world\n");
     } finally {
       child.kill();
+    }
+  });
+});
+
+describe("File: the memory cache of small files", () => {
+  test("a rewrite with the same size and mtime is still seen (ctime), as is a replaced file", async () => {
+    const s = await serve(new File(dir));
+    try {
+      const p = put("cache/same.txt", "aaaa");
+      const when = new Date("2024-05-05T05:05:05Z");
+      utimesSync(p, when, when);
+      assert.equal((await request(s.base + "/cache/same.txt")).text, "aaaa");
+      assert.equal((await request(s.base + "/cache/same.txt")).text, "aaaa", "now from the cache");
+      writeFileSync(p, "bbbb");
+      utimesSync(p, when, when);
+      assert.equal((await request(s.base + "/cache/same.txt")).text, "bbbb");
+      rmSync(p);
+      assert.equal((await request(s.base + "/cache/same.txt")).status, 404);
+      put("cache/same.txt", "cccc");
+      assert.equal((await request(s.base + "/cache/same.txt")).text, "cccc");
+      const ranged = await request(s.base + "/cache/same.txt", { headers: { range: "bytes=1-2" } });
+      assert.equal(ranged.text, "cc");
+      assert.equal(ranged.headers["content-range"], "bytes 1-2/4");
+    } finally {
+      await s.close();
+    }
+  });
+
+  test("memoryCache: 0 turns it off and every request reads the file", async () => {
+    const s = await serve(new File(dir, { memoryCache: 0 }));
+    try {
+      assert.equal((await request(s.base + "/hello.txt")).text, "hello world\n");
+      assert.equal((await request(s.base + "/hello.txt")).text, "hello world\n");
+    } finally {
+      await s.close();
     }
   });
 });
