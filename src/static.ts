@@ -10,7 +10,7 @@
  */
 import { randomBytes } from "node:crypto";
 import { access, close, constants, existsSync, fstat, open, read, readdir, readlinkSync, realpath, stat, type Dirent, type Stats } from "node:fs";
-import { extname, resolve, sep } from "node:path";
+import { extname, isAbsolute, resolve, sep } from "node:path";
 import * as mime from "mime-types";
 import { evaluatePreconditions, formatHttpDate, parseHttpDate, strongMatch } from "./conditional";
 import { FileBody, type FilePart } from "./filebody";
@@ -351,6 +351,9 @@ interface Opened {
 
 // ---- File -------------------------------------------------------------------------------
 
+/** Passes the parent to the constructor of a child File (see `createSimilarFile`). */
+const PARENT = Symbol("trellis.File.parent");
+
 /**
  * A file or a directory tree on disk, as a resource. A directory's children are the names
  * in it; a file is a leaf in practice (any child of it is a 404).
@@ -394,6 +397,26 @@ export class File extends Resource {
 
   constructor(path: string, options: FileOptions = {}) {
     super();
+    const parent = (options as { [PARENT]?: File })[PARENT];
+    if (parent !== undefined) {
+      // A child made per request: share the parent's settings instead of copying them.
+      this.path = isAbsolute(path) ? path : resolve(path);
+      this.#tree = parent.#tree;
+      this.defaultType = parent.defaultType;
+      this.#indexNames = parent.#indexNames;
+      this.ignoredExts = parent.ignoredExts;
+      this.processors = parent.processors;
+      this.dotfiles = parent.dotfiles;
+      this.followSymlinks = parent.followSymlinks;
+      this.cacheControl = parent.cacheControl;
+      this.precompressed = parent.precompressed;
+      this.contentTypes = parent.contentTypes;
+      this.contentEncodings = parent.contentEncodings;
+      this.registry = parent.registry;
+      this.childNotFound = parent.childNotFound;
+      this.forbidden = parent.forbidden;
+      return;
+    }
     this.path = resolve(path);
     const cacheBytes = options.memoryCache ?? 16 * 1024 * 1024;
     this.#tree = { root: this.path, cache: cacheBytes > 0 ? new FileCache(cacheBytes) : undefined };
@@ -430,30 +453,9 @@ export class File extends Resource {
     if (!this.ignoredExts.includes(ext)) this.ignoredExts.push(ext);
   }
 
-  /** A File for `path` in the same tree (same root, same settings). */
+  /** A File (of this File's class) for `path` in the same tree, with the same settings. */
   createSimilarFile(path: string): File {
-    const f = new File(path, this.#settings());
-    // Children share the root and where it really is.
-    f.#tree = this.#tree;
-    f.childNotFound = this.childNotFound;
-    f.forbidden = this.forbidden;
-    return f;
-  }
-
-  #settings(): FileOptions {
-    return {
-      defaultType: this.defaultType,
-      indexNames: this.#indexNames,
-      ignoredExts: this.ignoredExts,
-      processors: this.processors,
-      dotfiles: this.dotfiles,
-      followSymlinks: this.followSymlinks,
-      cacheControl: this.cacheControl,
-      precompressed: this.precompressed,
-      contentTypes: this.contentTypes,
-      contentEncodings: this.contentEncodings,
-      registry: this.registry,
-    };
+    return new (this.constructor as typeof File)(path, { [PARENT]: this } as FileOptions);
   }
 
   /** The listing resource for this directory (override to change how listings look). */
