@@ -404,7 +404,9 @@ function describeAddress(endpoint: Endpoint, address: AddressInfo | string | nul
   if (typeof address === "string" || endpoint.listen.path !== undefined) return `unix:${endpoint.listen.path ?? address}`;
   const scheme = endpoint.tlsFiles ? "https" : "http";
   const a = address as AddressInfo;
-  const host = endpoint.listen.host ?? (a.family === "IPv6" ? "[::]" : "0.0.0.0");
+  // Bound to every interface: a URL that can be clicked, and say so.
+  if (endpoint.listen.host === undefined) return `${scheme}://localhost:${a.port}/ (all interfaces)`;
+  const host = endpoint.listen.host;
   const shown = host.includes(":") && !host.startsWith("[") ? `[${host}]` : host;
   return `${scheme}://${shown}:${a.port}/`;
 }

@@ -274,7 +274,8 @@ describe("options", () => {
     try {
       assert.equal(cli.urls.length, 4);
       assert.equal(cli.urls[2], `unix:${sock}`);
-      assert.match(cli.urls[3], /^https:\/\/\[::\]:\d+\/$|^https:\/\/0\.0\.0\.0:\d+\/$/);
+      assert.match(cli.urls[3], /^https:\/\/localhost:\d+\/$/);
+      assert.match(cli.stdout(), /listening on https:\/\/localhost:\d+\/ \(all interfaces\)/);
       for (const i of [0, 1]) assert.equal((await request(local(cli, i) + "/hello.txt")).text, "hello from the cli\n");
       const viaSocket = await new Promise<string>((resolve, reject) => {
         http
