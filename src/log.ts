@@ -17,19 +17,27 @@ export function logTimestamp(now = Date.now()): string {
   return cachedStamp;
 }
 
-/** Escapes a logged field so that a client cannot forge a line or a field: quotes, backslashes, controls and non-ASCII become escapes. */
+/**
+ * Escapes a logged field so that a client cannot forge a line or a field: quotes,
+ * backslashes, controls and non-ASCII become escapes. Node hands over what came off the
+ * wire (header values, the request line) one character per byte, so characters up to U+00FF
+ * are logged as the byte they were; anything above is logged as its UTF-8 bytes.
+ */
 export function escapeLogField(value: string): string {
   // eslint-disable-next-line no-control-regex
   if (!/[\x00-\x1f"\\\x7f-\uffff]/.test(value)) return value;
   let out = "";
-  for (const ch of Buffer.from(value, "utf8").toString("latin1")) {
-    const c = ch.charCodeAt(0);
+  for (const ch of value) {
+    const c = ch.codePointAt(0)!;
     if (ch === '"' || ch === "\\") out += "\\" + ch;
-    else if (c < 0x20 || c >= 0x7f) out += "\\x" + c.toString(16).padStart(2, "0");
-    else out += ch;
+    else if (c >= 0x20 && c < 0x7f) out += ch;
+    else if (c <= 0xff) out += hexByte(c);
+    else for (const b of Buffer.from(ch, "utf8")) out += hexByte(b);
   }
   return out;
 }
+
+const hexByte = (b: number) => (b < 16 ? "\\x0" : "\\x") + b.toString(16);
 
 /** The fields of one Combined Log Format line. */
 export interface LogFields {
