@@ -1,0 +1,203 @@
+/**
+ * Bad input over raw TCP: each malformed request gets a clear status (and the connection
+ * closed where the framing can no longer be trusted), and after each one a normal request
+ * on a new connection still succeeds.
+ */
+import assert from "node:assert/strict";
+import { after, before, describe, test } from "node:test";
+import { raw, request, serve, statusOf, type Running } from "./helpers";
+import type { Request } from "../src/request";
+import { Resource } from "../src/resource";
+
+class Hello extends Resource {
+  override isLeaf = true;
+  render_GET(request: Request): string {
+    return `hello ${JSON.stringify(request.postpath)}`;
+  }
+  async render_POST(request: Request): Promise<string> {
+    let n = 0;
+    for await (const chunk of request.content) n += (chunk as Buffer).length;
+    return `read ${n}`;
+  }
+}
+
+function site(): Resource {
+  const root = new Resource();
+  root.putChild("hello", new Hello());
+  return root;
+}
+
+interface Case {
+  name: string;
+  payload: string | Buffer;
+  status: number;
+  /** The server must close the connection (framing can no longer be trusted). */
+  closes?: boolean;
+  /** A check on the whole raw reply. */
+  also?: (data: string) => void;
+}
+
+/** The body of the parser's own answers: short plain text, framed, closing. */
+const parserAnswer = (status: number) => (data: string) => {
+  assert.match(data, /\r\nContent-Type: text\/plain; charset=utf-8\r\n/);
+  assert.match(data, /\r\nConnection: close\r\n/);
+  assert.match(data, /\r\nServer: trellis\//);
+  const body = data.slice(data.indexOf("\r\n\r\n") + 4);
+  assert.match(body, new RegExp(`^${status} [A-Za-z ]+\\n$`));
+  assert.match(data, new RegExp(`\\r\\nContent-Length: ${body.length}\\r\\n`));
+};
+
+const cases: Case[] = [
+  // Malformed request lines.
+  { name: "garbage after the version", payload: "GET /hello HTTP/1.1 extra\r\nHost: x\r\n\r\n", status: 400, closes: true, also: parserAnswer(400) },
+  { name: "an unknown protocol", payload: "GET /hello HTTX/1.1\r\nHost: x\r\n\r\n", status: 400, closes: true },
+  { name: "an unknown HTTP version", payload: "GET /hello HTTP/1.2\r\nHost: x\r\n\r\n", status: 400, closes: true },
+  { name: "bare LF line endings", payload: "GET /hello HTTP/1.1\nHost: x\n\n", status: 400, closes: true },
+  { name: "a control character in the target", payload: "GET /hel\x01lo HTTP/1.1\r\nHost: x\r\n\r\n", status: 400, closes: true },
+  { name: "a NUL in the path", payload: "GET /hel\x00lo HTTP/1.1\r\nHost: x\r\n\r\n", status: 400, closes: true },
+  // Malformed header sections.
+  { name: "a header line without a colon", payload: "GET /hello HTTP/1.1\r\nHost: x\r\nNoColon\r\n\r\n", status: 400, closes: true },
+  { name: "a space before the colon", payload: "GET /hello HTTP/1.1\r\nHost : x\r\n\r\n", status: 400, closes: true },
+  { name: "an obs-folded header", payload: "GET /hello HTTP/1.1\r\nHost: x\r\nX-A: a\r\n  b\r\n\r\n", status: 400, closes: true },
+  { name: "a control character in a header value", payload: "GET /hello HTTP/1.1\r\nHost: x\r\nX-A: a\x01b\r\n\r\n", status: 400, closes: true },
+  { name: "HTTP/1.1 without Host", payload: "GET /hello HTTP/1.1\r\n\r\n", status: 400, closes: true },
+  {
+    name: "a header section too large",
+    payload: `GET /hello HTTP/1.1\r\nHost: x\r\n${`X-Fill: ${"a".repeat(1000)}\r\n`.repeat(20)}\r\n`,
+    status: 431,
+    closes: true,
+    also: parserAnswer(431),
+  },
+  { name: "a request line too large", payload: `GET /${"a".repeat(20000)} HTTP/1.1\r\nHost: x\r\n\r\n`, status: 431, closes: true },
+  // The path.
+  ...["/a%zz", "/%E0%A4%A", "/%FF", "/hello/%", "/hello/%C0%AF", "/hello/%ED%A0%80"].map(
+    (path): Case => ({
+      name: `invalid percent-encoding: ${path}`,
+      payload: `GET ${path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`,
+      status: 400,
+      also: (data) => {
+        assert.match(data, /Content-Type: text\/html; charset=utf-8/);
+        assert.match(data, /<h1>Bad Request<\/h1>/);
+      },
+    }),
+  ),
+  {
+    name: "an encoded NUL is just a character of a segment",
+    payload: "GET /hello/a%00b HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    status: 200,
+    also: (data) => assert.ok(data.endsWith('hello ["a\\u0000b"]'), data),
+  },
+  // Methods.
+  { name: "an unknown method (the parser refuses it)", payload: "FOO /hello HTTP/1.1\r\nHost: x\r\n\r\n", status: 501, closes: true, also: parserAnswer(501) },
+  { name: "a lower-case method", payload: "get /hello HTTP/1.1\r\nHost: x\r\n\r\n", status: 501, closes: true },
+  {
+    name: "a known method without a handler",
+    payload: "DELETE /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    status: 405,
+    also: (data) => assert.match(data, /\r\nAllow: GET, HEAD, OPTIONS, POST\r\n/),
+  },
+  // The target's form.
+  {
+    name: "an absolute-form target is served as its path",
+    payload: "GET http://example.com/hello/x?y=1 HTTP/1.1\r\nHost: example.com\r\nConnection: close\r\n\r\n",
+    status: 200,
+    also: (data) => assert.ok(data.endsWith('hello ["x"]'), data),
+  },
+  {
+    name: "an absolute-form target with another authority still goes by its path",
+    payload: "GET https://evil.example:8443/hello HTTP/1.1\r\nHost: good.example\r\nConnection: close\r\n\r\n",
+    status: 200,
+    also: (data) => assert.ok(data.endsWith("hello []"), data),
+  },
+  // Body framing.
+  {
+    name: "Content-Length and Transfer-Encoding together",
+    payload: "POST /hello HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    status: 400,
+    closes: true,
+    also: parserAnswer(400),
+  },
+  { name: "Content-Length: abc", payload: "POST /hello HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n", status: 400, closes: true },
+  { name: "Content-Length: -1", payload: "POST /hello HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n", status: 400, closes: true },
+  {
+    name: "two different Content-Lengths",
+    payload: "POST /hello HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
+    status: 400,
+    closes: true,
+  },
+  {
+    name: "Transfer-Encoding that does not end in chunked",
+    payload: "POST /hello HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n",
+    status: 400,
+    closes: true,
+  },
+  {
+    name: "a bad chunk size",
+    payload: "POST /hello HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
+    status: 400,
+    closes: true,
+  },
+  {
+    name: "a well-framed body is read (control case)",
+    payload: "POST /hello HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    status: 200,
+    also: (data) => assert.ok(data.endsWith("read 5"), data),
+  },
+];
+
+describe("bad input", { timeout: 60_000 }, () => {
+  let s: Running;
+  before(async () => {
+    s = await serve(site(), { maxHeaderSize: 8192 });
+  });
+  after(() => s.close());
+
+  for (const c of cases) {
+    test(`${c.name} → ${c.status}`, async () => {
+      const reply = await raw(s.port, c.payload);
+      assert.equal(statusOf(reply.data), c.status, reply.data.slice(0, 300));
+      if (c.closes) assert.equal(reply.closed, true, "the server closes the connection");
+      c.also?.(reply.data);
+      // The server still answers a normal request on a new connection.
+      const ok = await request(s.base + "/hello");
+      assert.equal(ok.status, 200);
+      assert.equal(ok.text, "hello []");
+    });
+  }
+
+  test("nothing was logged as a server error", () => {
+    // Only the bad chunk, which reached the resource while it read the body, may be there.
+    for (const e of s.errors) assert.match(e.message, /POST \/hello/);
+  });
+});
+
+describe("slow clients", { timeout: 30_000 }, () => {
+  test("a client that sends its headers slowly is cut off by headersTimeout", async () => {
+    const s = await serve(site(), { headersTimeout: 300, requestTimeout: 2000 });
+    try {
+      const started = Date.now();
+      const reply = await raw(s.port, "GET /hello HTTP/1.1\r\nHost: x\r\nX-Slow: ", 10_000);
+      const took = Date.now() - started;
+      assert.equal(reply.closed, true);
+      assert.equal(statusOf(reply.data), 408);
+      parserAnswer(408)(reply.data);
+      assert.ok(took >= 250 && took < 3000, `cut off after ${took} ms`);
+      assert.equal((await request(s.base + "/hello")).text, "hello []");
+    } finally {
+      await s.close();
+    }
+  });
+
+  test("a connection that sends nothing is cut off too", async () => {
+    const s = await serve(site(), { headersTimeout: 300, requestTimeout: 2000 });
+    try {
+      const started = Date.now();
+      const reply = await raw(s.port, "", 10_000);
+      assert.equal(reply.closed, true);
+      assert.ok(Date.now() - started < 3000);
+      assert.equal((await request(s.base + "/hello")).text, "hello []");
+    } finally {
+      await s.close();
+    }
+  });
+});
