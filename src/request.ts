@@ -165,6 +165,14 @@ function destroySource(source: unknown): void {
 }
 const noop = () => {};
 
+/**
+ * True once the whole response went out. HTTP/2's compatibility response also reports
+ * itself finished when the client reset the stream; only one that was ended was sent.
+ */
+function sent(res: NodeResponse): boolean {
+  return res.writableFinished && res.writableEnded;
+}
+
 /** Refuses URLs that could split a header or smuggle a second line. */
 export function checkHeaderURL(url: string): string {
   // eslint-disable-next-line no-control-regex
@@ -402,7 +410,7 @@ export class Request implements IRequest {
   /** True when the client went away before the response completed. */
   get aborted(): boolean {
     const res = this.res;
-    if (res.writableFinished) return false;
+    if (sent(res)) return false;
     return res.destroyed || this.req.socket?.destroyed === true || (this.req as Http2ServerRequest).stream?.destroyed === true;
   }
 
@@ -511,7 +519,7 @@ export class Request implements IRequest {
         reject(err);
       };
       const onClose = () => {
-        if (res.writableFinished) return;
+        if (sent(res)) return;
         cleanup();
         src.unpipe(res as NodeJS.WritableStream);
         src.destroy?.();
@@ -546,19 +554,16 @@ export class Request implements IRequest {
     if (this.#finishPromise === undefined) {
       const res = this.res;
       this.#finishPromise = new Promise<void>((resolve, reject) => {
-        if (res.writableFinished) return resolve();
+        if (sent(res)) return resolve();
         if (this.aborted) return reject(new ConnectionLost());
-        const onFinish = () => {
-          res.off("close", onClose);
-          resolve();
-        };
-        const onClose = () => {
-          res.off("finish", onFinish);
-          if (res.writableFinished) resolve();
+        const settle = () => {
+          res.off("finish", settle);
+          res.off("close", settle);
+          if (sent(res)) resolve();
           else reject(new ConnectionLost());
         };
-        res.once("finish", onFinish);
-        res.once("close", onClose);
+        res.once("finish", settle);
+        res.once("close", settle);
       });
       // The base promise never counts as unhandled: a client hang-up is normal life.
       this.#finishPromise.catch(noop);

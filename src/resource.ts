@@ -143,7 +143,19 @@ export class Resource implements IResource {
 
   /** The methods this resource answers, for `Allow`. */
   getAllowedMethods(): string[] {
-    return this.allowedMethods ?? reflectMethods(Object.getPrototypeOf(this));
+    if (this.allowedMethods) return this.allowedMethods;
+    const inherited = reflectMethods(Object.getPrototypeOf(this));
+    // Dispatch also finds handlers set on the instance (`leaf.render_GET = fn`): so must Allow.
+    let own: string[] | undefined;
+    for (const key of Object.keys(this)) {
+      if (key.startsWith("render_") && key.length > 7 && typeof (this as unknown as Record<string, unknown>)[key] === "function") {
+        (own ??= []).push(key.slice(7));
+      }
+    }
+    if (own === undefined) return inherited;
+    const names = new Set([...inherited, ...own]);
+    if (names.has("GET")) names.add("HEAD");
+    return [...names].sort();
   }
 
   /** True when `render` will parse this request's body as a form before the handler runs. */

@@ -4,7 +4,7 @@
  */
 import { createWriteStream, type WriteStream } from "node:fs";
 import * as http from "node:http";
-import type { Http2SecureServer, Http2Server, Http2Session } from "node:http2";
+import { constants as http2Constants, type Http2SecureServer, type Http2Server, type Http2ServerRequest, type Http2Session } from "node:http2";
 import * as https from "node:https";
 import { Socket } from "node:net";
 import type { Duplex } from "node:stream";
@@ -107,9 +107,16 @@ function describe(v: unknown): string {
  * Ends a response that cannot be completed so that no client takes it for a whole one. On
  * plain HTTP/1 TCP the connection is reset: a close-delimited body (HTTP/1.0) cut with an
  * ordinary close would look complete. Writes still corked in this tick are dropped for the
- * same reason. Elsewhere (TLS, UNIX sockets, HTTP/2 streams) the response is destroyed.
+ * same reason. An HTTP/2 stream is reset with INTERNAL_ERROR (destroying it would end it
+ * with NO_ERROR, which clients take for a complete body). Elsewhere (TLS, UNIX sockets) the
+ * response is destroyed.
  */
 function cut(request: Request): void {
+  const stream = (request.req as Http2ServerRequest).stream;
+  if (request.req.httpVersionMajor === 2 && stream !== undefined) {
+    stream.close(http2Constants.NGHTTP2_INTERNAL_ERROR);
+    return;
+  }
   const socket = request.req.socket;
   if (request.req.httpVersionMajor === 1 && socket instanceof Socket && !socket.destroyed) {
     try {

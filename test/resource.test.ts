@@ -239,6 +239,9 @@ describe("dispatch", () => {
     root.putChild("trace", new Traceable());
     root.putChild("options", new OwnOptions());
     root.putChild("narrow", new Narrow());
+    const instance = new GetOnly();
+    (instance as unknown as Record<string, unknown>).render_PUT = () => "own put";
+    root.putChild("instance", instance);
     root.putChild("none", new (class extends Resource {
       override isLeaf = true;
     })());
@@ -305,6 +308,15 @@ describe("dispatch", () => {
     assert.equal(t.text, "traced TRACE");
     const o = await request(s.base + "/trace", { method: "OPTIONS" });
     assert.equal(o.headers.allow, "GET, HEAD, OPTIONS, TRACE");
+  });
+
+  test("handlers set on an instance are dispatched and advertised", async () => {
+    const r = await request(s.base + "/instance", { method: "OPTIONS" });
+    assert.equal(r.headers.allow, "GET, HEAD, OPTIONS, PUT");
+    assert.equal((await request(s.base + "/instance", { method: "PUT", body: "x" })).text, "own put");
+    const p = await request(s.base + "/instance", { method: "POST", body: "x" });
+    assert.equal(p.status, 405);
+    assert.equal(p.headers.allow, "GET, HEAD, OPTIONS, PUT");
   });
 
   test("allowedMethods overrides the advertised list", async () => {
