@@ -159,9 +159,14 @@ export function parseTarget(target: string): ParsedTarget | undefined {
 const RESOLVED = Promise.resolve();
 
 function destroySource(source: unknown): void {
-  const s = source as { destroy?(): void; [Symbol.asyncIterator]?(): AsyncIterator<unknown> };
-  if (typeof s.destroy === "function") s.destroy();
-  else s[Symbol.asyncIterator]?.().return?.();
+  const s = source as { destroy?(): void; on?(event: string, f: () => void): void; [Symbol.asyncIterator]?(): AsyncIterator<unknown> };
+  if (typeof s.destroy === "function") {
+    // Its destroy may fail and say so in an 'error' event: nobody is left to hear it.
+    s.on?.("error", noop);
+    s.destroy();
+  } else {
+    Promise.resolve(s[Symbol.asyncIterator]?.().return?.()).catch(noop);
+  }
 }
 const noop = () => {};
 
@@ -438,7 +443,8 @@ export class Request implements IRequest {
     if (this.#finished || res.writableEnded) throw new Error(`write() after finish() for ${this.method} ${this.uri}`);
     if (!res.headersSent) this.#beforeHeaders();
     if (this.aborted) return RESOLVED;
-    this.sentLength += typeof data === "string" ? Buffer.byteLength(data) : data.byteLength;
+    // Node drops the body of a HEAD response: the log must not count it.
+    if (this.method !== "HEAD") this.sentLength += typeof data === "string" ? Buffer.byteLength(data) : data.byteLength;
     if ((res as ServerResponse).write(data)) return RESOLVED;
     return new Promise<void>((resolve) => {
       const done = () => {
@@ -506,6 +512,8 @@ export class Request implements IRequest {
         src.off("end", onEnd);
         src.off("error", onError);
         res.off("close", onClose);
+        // An abandoned source may still fail, when destroyed for one: nobody is left to hear it.
+        src.on("error", noop);
       };
       const onEnd = () => {
         cleanup();

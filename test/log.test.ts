@@ -28,6 +28,10 @@ function tree(): Resource {
   leaf("hello", () => "hello world");
   leaf("empty", () => "");
   leaf("stream", () => Readable.from(["abc", "defg"]));
+  leaf("writes", (r) => {
+    void r.write("written, ");
+    void r.write("not sent for HEAD");
+  });
   leaf("created", (r) => {
     r.setResponseCode(201);
     return "12345";
@@ -106,7 +110,8 @@ describe("the access log", () => {
       await request(s.base + "/created", { method: "HEAD" });
       await request(s.base + "/hello", { method: "HEAD" });
       await request(s.base + "/created", { method: "POST", body: "x" });
-      const lines = (await c.wait(7)).map(untimed);
+      await request(s.base + "/writes", { method: "HEAD" });
+      const lines = (await c.wait(8)).map(untimed);
       const notFound = (await request(s.base + "/missing")).body.length;
       assert.deepEqual(lines, [
         '127.0.0.1 - - [T] "GET /hello?x=1 HTTP/1.1" 200 11 "http://ref.example/page" "probe/1.0"',
@@ -116,6 +121,7 @@ describe("the access log", () => {
         '127.0.0.1 - - [T] "HEAD /created HTTP/1.1" 201 - "-" "-"',
         '127.0.0.1 - - [T] "HEAD /hello HTTP/1.1" 200 - "-" "-"',
         `127.0.0.1 - - [T] "POST /created HTTP/1.1" 405 ${lines[6].match(/405 (\d+)/)![1]} "-" "-"`,
+        '127.0.0.1 - - [T] "HEAD /writes HTTP/1.1" 200 - "-" "-"',
       ]);
       assert.ok(Number(lines[6].match(/405 (\d+)/)![1]) > 0);
     } finally {

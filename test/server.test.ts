@@ -362,6 +362,8 @@ describe("no failure takes the process down", () => {
       add("ignored-notify", (req) => { req.notifyFinish(); req.write("partial"); return NOT_DONE_YET; });
       add("slow-stream", () => new Readable({ read() { setTimeout(() => this.push("tick "), 5); } }));
       add("slow-writes", (req) => { (async () => { for (;;) { await req.write("w"); await new Promise((r) => setTimeout(r, 5)); if (req.aborted) return; } })(); return NOT_DONE_YET; });
+      add("destroy-fails", () => new Readable({ read() { setTimeout(() => this.push("tick "), 5); }, destroy(err, cb) { cb(new Error("cleanup failed")); } }));
+      add("iter-return-fails", () => ({ [Symbol.asyncIterator]() { return { next: () => new Promise((r) => setTimeout(() => r({ done: false, value: "x" }), 5)), return: () => Promise.reject(new Error("return failed")) }; } }));
       add("ok", () => "alive");
       root.putChild("deferred", new DeferredResource(Promise.reject(new Error("never ready"))));
       new DeferredResource(Promise.reject(new Error("never rendered")));
@@ -381,8 +383,10 @@ describe("no failure takes the process down", () => {
       for (const p of ["/stream-error-late", "/iter-error"]) assert.equal((await getOutcome(base + p)).clean, false, p);
       assert.equal((await request(base + "/write-after-finish")).status, 200);
       assert.equal((await request(base + "/raw-end")).text, "x");
+      // HEAD never reads a stream it would have sent: it is destroyed at once.
+      for (const p of ["/destroy-fails", "/iter-return-fails"]) assert.equal((await request(base + p, { method: "HEAD" })).status, 200, p);
       // Clients that hang up in the middle of a response.
-      for (const p of ["/ignored-notify", "/slow-stream", "/slow-writes"]) {
+      for (const p of ["/ignored-notify", "/slow-stream", "/slow-writes", "/destroy-fails", "/iter-return-fails"]) {
         await new Promise<void>((resolve, reject) => {
           const req = http.get(base + p, { agent: false }, (res) => {
             res.once("data", () => {
