@@ -7,6 +7,7 @@ import { serveExample } from "./serve";
 import * as asyncExample from "./async";
 import * as hello from "./hello";
 import * as redirects from "./redirects";
+import * as staticFiles from "./static";
 import * as tree from "./tree";
 
 /** One mounted example: its URL segment, a title, what to try, and the tree. */
@@ -22,6 +23,7 @@ const mounts: Mount[] = [
   { name: "tree", title: "A tree: putChild and a dynamic getChild", links: ["", "about", "users/", "users/alice", "users/nobody"], resource: tree.build() },
   { name: "async", title: "Answering later: NOT_DONE_YET, a Promise, a stream", links: ["later", "promise", "stream"], resource: asyncExample.build() },
   { name: "redirects", title: "Redirects", links: ["old", "moved/a/b?x=1", "docs/page", "login"], resource: redirects.build("/redirects") },
+  { name: "static", title: "Static files: a listing, an .rjs script, an .asis file", links: ["", "hello", "hello/deeper", "teapot.asis", "sub", "logo.svg"], resource: staticFiles.build() },
 ];
 
 class Index extends Resource {

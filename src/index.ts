@@ -9,3 +9,18 @@ export { Redirect, ChildRedirector, ParentRedirect, DeferredResource, redirectTo
 export { escapeHtml } from "./html";
 export { parseHttpDate, formatHttpDate } from "./conditional";
 export { VERSION } from "./version";
+export { File, DirectoryLister, ASISProcessor, Registry } from "./static";
+export type {
+  FileOptions,
+  Processor,
+  ProcessorClass,
+  ProcessorFunction,
+  DotfilesPolicy,
+  SymlinkPolicy,
+  PrecompressedEncoding,
+  CacheControl,
+  DirectoryListerOptions,
+  ListingEntry,
+  TypeAndEncoding,
+} from "./static";
+export { ResourceScript, ResourceScriptError } from "./script";
