@@ -12,6 +12,7 @@ import { createReadStream, createWriteStream, promises as fsp, type WriteStream 
 import type { IncomingHttpHeaders } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { isUtf8 } from "node:buffer";
 import { Readable } from "node:stream";
 
 /** Limits on what a request body may hold. Every one has a safe default (see `DEFAULT_BODY_LIMITS`). */
@@ -213,8 +214,6 @@ export function mergeLimits(...layers: (Partial<BodyLimits> | undefined)[]): Bod
   return out;
 }
 
-const utf8 = new TextDecoder("utf-8", { fatal: true });
-
 function hexValue(b: number): number {
   if (b >= 48 && b <= 57) return b - 48;
   b |= 0x20;
@@ -225,32 +224,30 @@ function hexValue(b: number): number {
 /** Decodes one urlencoded name or value from bytes: `+` is a space, `%XX` a byte; the result must be UTF-8. */
 function decodeFormBytes(buf: Buffer, start: number, end: number): string | undefined {
   let plain = true;
+  let ascii = true;
   for (let i = start; i < end; i++) {
     const b = buf[i];
-    if (b === 0x25 || b === 0x2b) {
-      plain = false;
-      break;
-    }
+    if (b === 0x25 || b === 0x2b) plain = false;
+    else if (b >= 0x80) ascii = false;
   }
-  let bytes = buf.subarray(start, end);
-  if (!plain) {
-    const out = Buffer.allocUnsafe(end - start);
-    let j = 0;
-    for (let i = start; i < end; i++) {
-      const b = buf[i];
-      if (b === 0x2b) out[j++] = 0x20;
-      else if (b === 0x25 && i + 2 < end && hexValue(buf[i + 1]) >= 0 && hexValue(buf[i + 2]) >= 0) {
-        out[j++] = hexValue(buf[i + 1]) * 16 + hexValue(buf[i + 2]);
-        i += 2;
-      } else out[j++] = b;
-    }
-    bytes = out.subarray(0, j);
+  if (plain) {
+    if (ascii) return buf.toString("latin1", start, end);
+    return isUtf8(buf.subarray(start, end)) ? buf.toString("utf8", start, end) : undefined;
   }
-  try {
-    return utf8.decode(bytes);
-  } catch {
-    return undefined;
+  const out = Buffer.allocUnsafe(end - start);
+  let j = 0;
+  for (let i = start; i < end; i++) {
+    const b = buf[i];
+    if (b === 0x2b) out[j++] = 0x20;
+    else if (b === 0x25 && i + 2 < end && hexValue(buf[i + 1]) >= 0 && hexValue(buf[i + 2]) >= 0) {
+      const v = hexValue(buf[i + 1]) * 16 + hexValue(buf[i + 2]);
+      if (v >= 0x80) ascii = false;
+      out[j++] = v;
+      i += 2;
+    } else out[j++] = b;
   }
+  if (ascii) return out.toString("latin1", 0, j);
+  return isUtf8(out.subarray(0, j)) ? out.toString("utf8", 0, j) : undefined;
 }
 
 /**
@@ -272,7 +269,9 @@ export function parseUrlencoded(body: Buffer, fields: Record<string, string[]>, 
       if (name === undefined || value === undefined) {
         return new BodyError(400, "The form body is not valid UTF-8 (after percent-decoding). Send forms encoded as UTF-8.");
       }
-      (fields[name] ??= []).push(value);
+      const list = fields[name];
+      if (list === undefined) fields[name] = [value];
+      else list.push(value);
     }
     start = end + 1;
   }

@@ -2,6 +2,8 @@ import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, watch } from "node:fs";
 import * as http from "node:http";
+import * as http2 from "node:http2";
+import type { AddressInfo } from "node:net";
 import * as net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -9,6 +11,7 @@ import { after, before, describe, test } from "node:test";
 import { BodyError, parseUrlencoded } from "../src/body";
 import type { Request } from "../src/request";
 import { type IRequest, Resource } from "../src/resource";
+import { Site } from "../src/server";
 import { type Running, request, serve } from "./helpers";
 
 /** A multipart/form-data body. */
@@ -503,5 +506,45 @@ describe("Expect: 100-continue", () => {
       assert.equal(out.continued, true);
       assert.deepEqual(JSON.parse(out.text).args, { k: ["v"] });
     });
+  });
+});
+
+describe("over HTTP/2", () => {
+  test("a multipart upload and a refused one, through the HTTP/2 compatibility API", async () => {
+    const dir = freshTempDir();
+    const site = new Site(new FormEcho(), { bodyLimits: { tempDir: dir, fileSize: 2 * 1024 * 1024 }, errorLog: () => {} });
+    const server = http2.createServer(site.handler);
+    site.attach(server);
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    const client = http2.connect(`http://127.0.0.1:${(server.address() as AddressInfo).port}`);
+    const post = (body: Buffer, type: string) =>
+      new Promise<{ status: number; text: string }>((resolve, reject) => {
+        const stream = client.request({ ":method": "POST", ":path": "/", "content-type": type });
+        let status = 0;
+        const chunks: Buffer[] = [];
+        stream.on("response", (h) => (status = Number(h[":status"])));
+        stream.on("data", (c: Buffer) => chunks.push(c));
+        stream.on("end", () => resolve({ status, text: Buffer.concat(chunks).toString() }));
+        stream.on("error", reject);
+        stream.end(body);
+      });
+    try {
+      const data = randomBytes(1024 * 1024);
+      const ok = multipart([{ name: "n", value: "h2" }, { name: "f", value: data, filename: "f.bin" }]);
+      const r = await post(ok.body, ok.type);
+      assert.equal(r.status, 200, r.text);
+      const out = JSON.parse(r.text);
+      assert.deepEqual(out.args, { n: ["h2"] });
+      assert.equal(out.files.f[0].sha256, createHash("sha256").update(data).digest("hex"));
+      assert.equal(out.files.f[0].onDisk, true);
+      const big = multipart([{ name: "f", value: randomBytes(3 * 1024 * 1024), filename: "big.bin" }]);
+      const refused = await post(big.body, big.type);
+      assert.equal(refused.status, 413);
+      assert.match(refused.text, /fileSize/);
+      await waitForDir(dir, (entries) => entries.length === 0);
+    } finally {
+      client.close();
+      await site.close();
+    }
   });
 });

@@ -1,6 +1,8 @@
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import * as http from "node:http";
+import * as http2 from "node:http2";
+import type { AddressInfo } from "node:net";
 import { Readable } from "node:stream";
 import { describe, test } from "node:test";
 import * as zlib from "node:zlib";
@@ -14,7 +16,7 @@ import {
 } from "../src/encoding";
 import { CACHED, type Request } from "../src/request";
 import { Resource } from "../src/resource";
-import { NOT_DONE_YET } from "../src/server";
+import { NOT_DONE_YET, Site } from "../src/server";
 import { type Reply, request, serve } from "./helpers";
 
 const TEXT = Buffer.from(Array.from({ length: 2000 }, (_, i) => `line ${i}: the quick brown fox jumps over the lazy dog\n`).join("")).subarray(0, 100 * 1024);
@@ -354,5 +356,36 @@ describe("encoding helpers", () => {
   test("isCompressible", () => {
     for (const t of ["text/html", "application/json", "image/svg+xml", "application/javascript"]) assert.ok(isCompressible(t), t);
     for (const t of ["image/png", "video/mp4", "application/zip", "font/woff2", "text/event-stream", "application/octet-stream"]) assert.ok(!isCompressible(t), t);
+  });
+});
+
+describe("over HTTP/2", () => {
+  test("whole and streamed bodies are encoded through the HTTP/2 compatibility API", async () => {
+    const site = new Site(tree(), { errorLog: () => {} });
+    const server = http2.createServer(site.handler);
+    site.attach(server);
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    const client = http2.connect(`http://127.0.0.1:${(server.address() as AddressInfo).port}`);
+    const get = (path: string, accept: string) =>
+      new Promise<{ headers: http2.IncomingHttpHeaders; body: Buffer }>((resolve, reject) => {
+        const stream = client.request({ ":path": path, "accept-encoding": accept });
+        let headers: http2.IncomingHttpHeaders = {};
+        const chunks: Buffer[] = [];
+        stream.on("response", (h) => (headers = h));
+        stream.on("data", (c: Buffer) => chunks.push(c));
+        stream.on("end", () => resolve({ headers, body: Buffer.concat(chunks) }));
+        stream.on("error", reject);
+      });
+    try {
+      const whole = await get("/text", "br");
+      assert.equal(whole.headers["content-encoding"], "br");
+      assert.ok(zlib.brotliDecompressSync(whole.body).equals(TEXT));
+      const streamed = await get("/writes", "gzip");
+      assert.equal(streamed.headers["content-encoding"], "gzip");
+      assert.ok(zlib.gunzipSync(streamed.body).equals(Buffer.concat(Array.from({ length: 20 }, () => TEXT))));
+    } finally {
+      client.close();
+      await site.close();
+    }
   });
 });

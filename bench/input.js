@@ -1,0 +1,125 @@
+#!/usr/bin/env node
+// Request input and response encoding, trellis vs Fastify, under the same autocannon load,
+// alternated, in one run:
+//   form: POST of a 5-field urlencoded form (trellis's own parser vs @fastify/formbody);
+//   gzip: GET of a 100 KiB HTML body, gzip level 6 (EncodingResourceWrapper vs @fastify/compress).
+// Then the peak RSS of a trellis server while it receives a 20 MiB and then a 200 MiB
+// multipart upload (streamed to a temporary file): it should stay flat.
+//
+//   flock /tmp/trellis-bench.lock node bench/input.js      (10 s per round, 2 rounds)
+//   DURATION=20 ROUNDS=3 node bench/input.js
+//
+// Each server runs in its own process pinned to CPU 0 (when taskset exists); autocannon
+// runs here, on the other CPU. 64 connections, no pipelining, 127.0.0.1 only.
+"use strict";
+const { fork, execFileSync } = require("node:child_process");
+const http = require("node:http");
+const { join } = require("node:path");
+const autocannon = require("autocannon");
+
+const DURATION = Number(process.env.DURATION ?? 10);
+const ROUNDS = Number(process.env.ROUNDS ?? 2);
+const CONNECTIONS = 64;
+
+const hasTaskset = (() => {
+  try {
+    execFileSync("taskset", ["-c", "0", "true"]);
+    return true;
+  } catch {
+    return false;
+  }
+})();
+if (hasTaskset) {
+  try {
+    execFileSync("taskset", ["-cp", "1", String(process.pid)], { stdio: "ignore" });
+  } catch {}
+}
+
+function start(kind) {
+  const script = join(__dirname, "input-server.js");
+  const child = hasTaskset ? fork(script, [kind], { execPath: "taskset", execArgv: ["-c", "0", process.execPath] }) : fork(script, [kind]);
+  return new Promise((resolve, reject) => {
+    child.once("message", (m) => resolve({ child, port: m.port }));
+    child.once("exit", (code) => reject(new Error(`${kind} server exited with ${code}`)));
+  });
+}
+
+const ask = (child, what) =>
+  new Promise((resolve) => {
+    child.once("message", (m) => resolve(m[what]));
+    child.send(what);
+  });
+
+function load(url, opts) {
+  return new Promise((resolve, reject) => {
+    autocannon({ url, connections: CONNECTIONS, pipelining: 1, ...opts }, (err, res) => (err ? reject(err) : resolve(res)));
+  });
+}
+
+const FORM = "name=Ada+Lovelace&email=ada%40example.org&subject=Notes&message=" + encodeURIComponent("On the Analytical Engine. ".repeat(8)) + "&agree=on";
+const SCENARIOS = {
+  form: { path: "/form", opts: { method: "POST", body: FORM, headers: { "content-type": "application/x-www-form-urlencoded" } } },
+  gzip: { path: "/big", opts: { headers: { "accept-encoding": "gzip" } } },
+};
+
+/** Streams a multipart upload of `size` bytes (generated, not stored) and resolves with the answer. */
+function upload(port, size) {
+  return new Promise((resolve, reject) => {
+    const boundary = "----trellisbench";
+    const head = Buffer.from(`--${boundary}\r\nContent-Disposition: form-data; name="file"; filename="big.bin"\r\nContent-Type: application/octet-stream\r\n\r\n`);
+    const tail = Buffer.from(`\r\n--${boundary}--\r\n`);
+    const req = http.request({ host: "127.0.0.1", port, path: "/upload", method: "POST", headers: { "content-type": `multipart/form-data; boundary=${boundary}`, "content-length": head.length + size + tail.length } }, (res) => {
+      let text = "";
+      res.setEncoding("utf8");
+      res.on("data", (c) => (text += c));
+      res.on("end", () => (res.statusCode === 200 ? resolve(text) : reject(new Error(`upload: ${res.statusCode} ${text}`))));
+    });
+    req.on("error", reject);
+    const chunk = Buffer.alloc(256 * 1024, 0x5a);
+    let left = size;
+    req.write(head);
+    const pump = () => {
+      while (left > 0) {
+        const n = Math.min(left, chunk.length);
+        left -= n;
+        if (!req.write(n === chunk.length ? chunk : chunk.subarray(0, n))) return void req.once("drain", pump);
+      }
+      req.end(tail);
+    };
+    pump();
+  });
+}
+
+(async () => {
+  const mean = (xs) => xs.reduce((a, b) => a + b, 0) / xs.length;
+  for (const [name, scenario] of Object.entries(SCENARIOS)) {
+    const servers = { trellis: await start(`trellis-${name}`), fastify: await start(`fastify-${name}`) };
+    const results = { trellis: [], fastify: [] };
+    for (const s of Object.values(servers)) await load(`http://127.0.0.1:${s.port}${scenario.path}`, { ...scenario.opts, duration: 2 }); // warm-up
+    for (let round = 1; round <= ROUNDS; round++) {
+      for (const peer of ["trellis", "fastify"]) {
+        const r = await load(`http://127.0.0.1:${servers[peer].port}${scenario.path}`, { ...scenario.opts, duration: DURATION });
+        if (r.non2xx || r.errors) throw new Error(`${name} ${peer}: ${r.non2xx} non-2xx, ${r.errors} errors`);
+        results[peer].push({ rps: r.requests.average, p99: r.latency.p99 });
+        console.log(`${name} round ${round} ${peer.padEnd(7)} ${r.requests.average.toFixed(0).padStart(7)} req/s  p99 ${r.latency.p99} ms`);
+      }
+    }
+    const t = mean(results.trellis.map((x) => x.rps));
+    const f = mean(results.fastify.map((x) => x.rps));
+    console.log(`${name}: trellis ${t.toFixed(0)} req/s, fastify ${f.toFixed(0)} req/s, ratio trellis/fastify ${(t / f).toFixed(3)}\n`);
+    for (const s of Object.values(servers)) s.child.send("exit");
+  }
+
+  const up = await start("trellis-upload");
+  const rss0 = await ask(up.child, "maxrss");
+  console.log(`upload: ${await upload(up.port, 20 * 2 ** 20)} (20 MiB)`);
+  const rss20 = await ask(up.child, "maxrss");
+  console.log(`upload: ${await upload(up.port, 200 * 2 ** 20)} (200 MiB)`);
+  const rss200 = await ask(up.child, "maxrss");
+  const mib = (x) => (x / 2 ** 20).toFixed(1);
+  console.log(`peak RSS: at start ${mib(rss0)} MiB, after a 20 MiB upload ${mib(rss20)} MiB, after a 200 MiB upload ${mib(rss200)} MiB (${((rss200 / rss20 - 1) * 100).toFixed(1)}%)`);
+  up.child.send("exit");
+})().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});
