@@ -69,7 +69,7 @@ async function main() {
   } else if (kind === "trellis-upload") {
     class Upload extends Resource {
       isLeaf = true;
-      bodyLimits = { uploadSize: 512 * 1024 * 1024, fileSize: 512 * 1024 * 1024 };
+      bodyLimits = { uploadSize: 2 ** 31, fileSize: 2 ** 31 };
       render_POST(request) {
         const f = request.files.file[0];
         return `${f.size} ${f.path ? "disk" : "memory"}`;

@@ -3,8 +3,8 @@
 // alternated, in one run:
 //   form: POST of a 5-field urlencoded form (trellis's own parser vs @fastify/formbody);
 //   gzip: GET of a 100 KiB HTML body, gzip level 6 (EncodingResourceWrapper vs @fastify/compress).
-// Then the peak RSS of a trellis server while it receives a 20 MiB and then a 200 MiB
-// multipart upload (streamed to a temporary file): it should stay flat.
+// Then the peak RSS of a fresh trellis server receiving one multipart upload of 20 MiB,
+// 200 MiB and 1000 MiB (streamed to a temporary file): it should stay flat.
 //
 //   flock /tmp/trellis-bench.lock node bench/input.js      (10 s per round, 2 rounds)
 //   DURATION=20 ROUNDS=3 node bench/input.js
@@ -110,15 +110,20 @@ function upload(port, size) {
     for (const s of Object.values(servers)) s.child.send("exit");
   }
 
-  const up = await start("trellis-upload");
-  const rss0 = await ask(up.child, "maxrss");
-  console.log(`upload: ${await upload(up.port, 20 * 2 ** 20)} (20 MiB)`);
-  const rss20 = await ask(up.child, "maxrss");
-  console.log(`upload: ${await upload(up.port, 200 * 2 ** 20)} (200 MiB)`);
-  const rss200 = await ask(up.child, "maxrss");
+  // Peak RSS of a fresh server per upload size: flat means memory does not grow with the body.
   const mib = (x) => (x / 2 ** 20).toFixed(1);
-  console.log(`peak RSS: at start ${mib(rss0)} MiB, after a 20 MiB upload ${mib(rss20)} MiB, after a 200 MiB upload ${mib(rss200)} MiB (${((rss200 / rss20 - 1) * 100).toFixed(1)}%)`);
-  up.child.send("exit");
+  const peaks = [];
+  for (const size of [20, 200, 1000]) {
+    const up = await start("trellis-upload");
+    const before = await ask(up.child, "maxrss");
+    const t0 = Date.now();
+    const answer = await upload(up.port, size * 2 ** 20);
+    const after = await ask(up.child, "maxrss");
+    peaks.push(after);
+    console.log(`upload ${String(size).padStart(4)} MiB: ${answer}, ${((Date.now() - t0) / 1000).toFixed(1)} s, peak RSS ${mib(before)} MiB idle, ${mib(after)} MiB after the upload`);
+    up.child.send("exit");
+  }
+  console.log(`peak RSS, 200 MiB vs 20 MiB upload: ${((peaks[1] / peaks[0] - 1) * 100).toFixed(1)}%; 1000 MiB vs 200 MiB: ${((peaks[2] / peaks[1] - 1) * 100).toFixed(1)}%`);
 })().catch((err) => {
   console.error(err);
   process.exit(1);

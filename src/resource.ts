@@ -174,6 +174,9 @@ export class Resource implements IResource {
   checkContinue(request: IRequest): number | IResource | undefined {
     const method = request.method;
     if ((method !== "POST" && method !== "PUT" && method !== "PATCH") || !this.#parsesForm(request) || !request.bodyLimits) return undefined;
+    // Only when this very dispatch will read the form: a class with its own render (a CGI
+    // script, a proxy) forwards the body under limits of its own.
+    if (this.render !== Resource.prototype.render || typeof (this as unknown as Record<string, unknown>)["render_" + method] !== "function") return undefined;
     const err = declaredTooLarge(request.getHeader("content-type"), request.getHeader("content-length"), request.bodyLimits(this.bodyLimits));
     return err ? new ErrorPage(err.status, err.brief, err.message) : undefined;
   }

@@ -483,6 +483,26 @@ describe("Expect: 100-continue", () => {
     });
   });
 
+  test("a resource with its own render (a forwarder) is not refused by the form limits", async () => {
+    class Forwarder extends Resource {
+      override isLeaf = true;
+      override async render(request: IRequest) {
+        let n = 0;
+        for await (const c of (request as Request).content) n += (c as Buffer).length;
+        return `forwarded ${n}`;
+      }
+    }
+    await withSite(new Forwarder(), { bodyLimits: { bodySize: 10 } }, async (s) => {
+      const client = new RawClient(s.port);
+      await client.write("POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\nExpect: 100-continue\r\n\r\n");
+      await client.until(() => client.data.includes("\r\n\r\n"));
+      assert.equal(client.data, "HTTP/1.1 100 Continue\r\n\r\n");
+      await client.write("x".repeat(100));
+      await client.until(() => client.data.includes("forwarded 100"));
+      client.socket.destroy();
+    });
+  });
+
   test("Node's http client with Expect: 100-continue gets its upload through", async () => {
     await withSite(new FormEcho(), {}, async (s) => {
       const out = await new Promise<{ continued: boolean; text: string }>((resolve, reject) => {
