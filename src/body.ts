@@ -87,7 +87,7 @@ export class UploadedFile {
     readonly name: string,
     /** The file name the client gave, without any directory part. Never use it as a path as is. */
     readonly filename: string,
-    /** The media type the client gave (`application/octet-stream` when it gave none). */
+    /** The media type the client gave for the part (`text/plain` when it gave none, as RFC 7578 says). */
     readonly type: string,
   ) {}
 
@@ -121,7 +121,8 @@ export class UploadedFile {
 
   /**
    * Stores the data at `dest`: the temporary file is moved there (copied across file systems),
-   * in-memory data is written. Do it before the response ends: the temporary file goes then.
+   * in-memory data is written; `path` then names `dest`. Do it before the response ends: the
+   * temporary file goes then.
    */
   async saveTo(dest: string): Promise<void> {
     if (this.path === undefined) {
@@ -134,6 +135,7 @@ export class UploadedFile {
       if ((err as NodeJS.ErrnoException).code !== "EXDEV") throw err;
       await fsp.copyFile(this.path, dest);
     }
+    this.path = dest;
   }
 }
 
@@ -574,7 +576,7 @@ export class BodyReader {
       (form.fields[name] ??= []).push(value);
     });
     bb.on("file", (name, stream, info) => {
-      const file = new UploadedFile(name, info.filename ?? "", info.mimeType || "application/octet-stream");
+      const file = new UploadedFile(name, info.filename ?? "", info.mimeType);
       (form.files[name] ??= []).push(file);
       writes.push(this.#receiveFile(file, stream, limits, temp, dir, fail));
     });

@@ -278,6 +278,9 @@ export class SessionManager {
         await cached.expire();
       }
     }
+    if (request.headersSent) {
+      throw new Error("getSession(): the response headers were already sent, so a new session's cookie cannot be set; call getSession() before writing the body");
+    }
     const session = new Session(this, randomBytes(32).toString("hex"), {});
     await this.store.set(session.uid, { data: {}, expires: this.now() + this.timeout });
     this.#remember(session);

@@ -248,8 +248,9 @@ describe("multipart forms and uploads", () => {
     class Save extends Resource {
       override isLeaf = true;
       async render_POST(request: Request) {
-        await request.files.f[0].saveTo(dest);
-        return "saved";
+        const file = request.files.f[0];
+        await file.saveTo(dest);
+        return file.path === dest ? "saved" : `path is ${file.path}`;
       }
     }
     const form = multipart([{ name: "f", value: data, filename: "x.bin" }]);

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import type { ISession, Request, SessionRecord, SessionStore } from "../src/request";
 import { Resource } from "../src/resource";
+import { NOT_DONE_YET } from "../src/server";
 import { MemorySessionStore, SessionManager } from "../src/session";
 import { type Reply, request, serve } from "./helpers";
 
@@ -134,6 +135,31 @@ describe("sessions over HTTP", () => {
       const next = await b.visit();
       assert.notEqual(next.uid, first.uid);
       assert.equal(next.visits, 1);
+    } finally {
+      await s.close();
+    }
+  });
+
+  test("a new session after the headers went out is refused with an explanation", async () => {
+    class Late extends Resource {
+      override isLeaf = true;
+      render_GET(request: Request) {
+        void (async () => {
+          await request.write("body first; ");
+          await request.getSession().then(
+            () => request.write("no error?"),
+            (err: Error) => request.write(err.message),
+          );
+          request.finish();
+        })();
+        return NOT_DONE_YET;
+      }
+    }
+    const s = await serve(new Late());
+    try {
+      const r = await request(s.base + "/");
+      assert.match(r.text, /^body first; getSession\(\): the response headers were already sent/);
+      assert.deepEqual(setCookies(r), []);
     } finally {
       await s.close();
     }
