@@ -117,8 +117,9 @@ interface Waiter {
 
 /**
  * Caps how many scripts run at once. Requests past the cap wait in a queue (bounded in
- * length and time); past that they get 503. Emits `"queued"` with the queue length when a
- * request starts waiting.
+ * length and time); past that they get 503. Emits `"queued"` (with the queue length) when a
+ * request starts waiting and `"unqueued"` (with `"granted"`, `"busy"` or `"gone"`) when it
+ * stops.
  */
 export class CGILimiter extends EventEmitter {
   /** The limiter every script uses unless its options give another: 32 scripts, 256 waiting, 30 s wait. */
@@ -187,10 +188,12 @@ export class CGILimiter extends EventEmitter {
         grant: (release) => {
           settle();
           resolve(release);
+          this.emit("unqueued", "granted");
         },
         refuse: (reason) => {
           settle();
           resolve(reason);
+          this.emit("unqueued", reason);
         },
       };
       this.#queue.push(waiter);
@@ -495,6 +498,12 @@ export class CGIScript extends Resource {
       return errorPage(request, 503, "Service Unavailable", "Too many requests are running scripts right now; please retry shortly.");
     }
 
+    if (request.aborted) {
+      // The client left while the body was spooled or the request waited for a slot.
+      release();
+      if (body.kind === "file") await body.handle.close().catch(() => {});
+      return NOT_DONE_YET;
+    }
     let child: ChildProcess;
     const [file, args] = this.command(request);
     try {
@@ -635,6 +644,7 @@ class CGIRun {
   #signal: NodeJS.Signals | null = null;
   #timedOut = false;
   #killed = false;
+  #outputDropped = false;
   #timer: NodeJS.Timeout | undefined;
   #killTimer: NodeJS.Timeout | undefined;
   #written = 0;
@@ -671,6 +681,8 @@ class CGIRun {
     if (this.body.kind === "stream" && child.stdin) this.#feed(child.stdin);
     const timeout = this.script.options.timeout ?? DEFAULTS.timeout;
     if (timeout > 0) this.#timer = setTimeout(() => this.#onTimeout(timeout), timeout);
+    // The client may have left while the script was being started: its 'close' has passed.
+    if (request.aborted) this.#onClientClose();
   }
 
   /** Streams the request body to stdin; a script that stops reading must not break the response. */
@@ -748,11 +760,22 @@ class CGIRun {
       return this.#badOutput(`a header Node refused: ${(err as Error).message}`);
     }
     if (request.method === "HEAD") {
-      this.#state = "done";
       request.finish();
+      this.#dropOutput();
       return;
     }
     this.#state = "body";
+  }
+
+  /**
+   * Nobody will read the rest of the output (HEAD, or bytes past the script's own
+   * Content-Length): close the pipe, so the script gets EPIPE or SIGPIPE on its next write
+   * instead of running on for output that is thrown away.
+   */
+  #dropOutput(): void {
+    this.#state = "done";
+    this.#outputDropped = true;
+    this.child.stdout!.destroy();
   }
 
   #writeBody(chunk: Buffer): void {
@@ -762,12 +785,13 @@ class CGIRun {
       const over = this.#written + chunk.length - declared;
       chunk = chunk.subarray(0, declared - this.#written);
       this.#written = declared;
-      this.#state = "done";
       if (over > 0) logError(this.request, `CGI script ${this.#name}: output past its Content-Length of ${declared} was dropped`);
       if (chunk.length > 0) void this.request.write(chunk);
       this.request.finish();
+      this.#dropOutput();
       return;
     }
+    if (this.request.aborted) return this.#onClientClose();
     this.#written += chunk.length;
     const stdout = this.child.stdout!;
     stdout.pause();
@@ -830,7 +854,7 @@ class CGIRun {
       if (this.#stdoutEnded) this.#premature();
       return; // #premature logs how it ended
     }
-    if (!this.#killed && code !== 0) {
+    if (!this.#killed && !this.#outputDropped && code !== 0) {
       logError(this.request, `CGI script ${this.#name}: exited with ${code === null ? `signal ${signal}` : `code ${code}`}`);
     }
   }
@@ -854,7 +878,7 @@ class CGIRun {
 
   #onClientClose(): void {
     const res = this.request.res;
-    if (res.writableFinished || this.#stdoutEnded) return;
+    if (res.writableFinished || this.#stdoutEnded || this.#killed) return;
     // The client went away mid-response: nobody will read what the script makes.
     this.#state = "done";
     this.child.stdout!.resume();
