@@ -1,0 +1,277 @@
+#!/usr/bin/env node
+// CGI throughput: one tiny shell script (hello.sh) run per request by trellis' CGIScript, by
+// Twisted's twcgi.CGIScript (Debian python3-twisted) and by Python's http.server --cgi, under
+// the same load (AMOUNT requests over CONNECTIONS connections), alternated, in one
+// run; and the floor: the same number of bare child_process.spawn runs of the script, with
+// the same concurrency. Then a trellis server serves 10k more requests, and we check it has
+// no zombie children and no more file descriptors than before.
+//
+//   npm run build && node bench/cgi.js
+//   AMOUNT=5000 ROUNDS=3 CONNECTIONS=16 node bench/cgi.js
+//
+// Servers, their scripts and the floor all run pinned to CPU 0 (when taskset exists; children
+// inherit it); the client runs here, on CPU 1. 127.0.0.1 only.
+"use strict";
+const { execFileSync, fork, spawn } = require("node:child_process");
+const { mkdtempSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } = require("node:fs");
+const { tmpdir } = require("node:os");
+const { join } = require("node:path");
+
+const AMOUNT = Number(process.env.AMOUNT ?? 3000);
+const ROUNDS = Number(process.env.ROUNDS ?? 2);
+const CONNECTIONS = Number(process.env.CONNECTIONS ?? 8);
+const LEAK_RUN = Number(process.env.LEAK_RUN ?? 10000);
+const PYTHON = process.env.PYTHON ?? "/usr/bin/python3";
+const HELLO = "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\nHello, CGI\\n'\n";
+
+const hasTaskset = (() => {
+  try {
+    execFileSync("taskset", ["-c", "0", "true"]);
+    return true;
+  } catch {
+    return false;
+  }
+})();
+if (hasTaskset && process.argv[2] === undefined) {
+  try {
+    execFileSync("taskset", ["-cp", "1", String(process.pid)], { stdio: "ignore" });
+  } catch {}
+}
+const pinned = (cmd, args) => (hasTaskset ? ["taskset", ["-c", "0", cmd, ...args]] : [cmd, args]);
+
+// ---- roles run in child processes --------------------------------------------------------
+
+/** This process's open descriptors, and its children that are zombies. */
+function health() {
+  const zombies = [];
+  for (const name of readdirSync("/proc")) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      const stat = readFileSync(`/proc/${name}/stat`, "utf8");
+      const [state, ppid] = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      if (Number(ppid) === process.pid && state === "Z") zombies.push(Number(name));
+    } catch {}
+  }
+  return { fds: readdirSync("/proc/self/fd").length, zombies, rss: process.memoryUsage().rss };
+}
+
+/** `--serve SCRIPT`: a trellis Site whose root is the script. */
+function serve(script) {
+  const http = require("node:http");
+  const { Resource, Site } = require("..");
+  const { CGIScript, CGILimiter } = require("../dist/cgi");
+  const root = new Resource();
+  root.putChild("hello.sh", new CGIScript(script, { limiter: new CGILimiter(CONNECTIONS * 2) }));
+  const site = new Site(root, { serverHeader: false });
+  const server = http.createServer({ keepAliveTimeout: 10000 }, site.handler);
+  server.listen(0, "127.0.0.1", () => process.send({ port: server.address().port }));
+  process.on("message", (m) => {
+    if (m === "health") process.send(health());
+    if (m === "exit") process.exit(0);
+  });
+}
+
+/** `--floor SCRIPT N C`: N spawns of the script, C at a time; sends the elapsed ms. */
+function floor(script, n, c) {
+  let started = 0;
+  let done = 0;
+  const t0 = process.hrtime.bigint();
+  const one = () => {
+    if (started >= n) return;
+    started++;
+    const child = spawn(script);
+    child.stdout.resume();
+    child.stderr.resume();
+    child.on("close", () => {
+      if (++done === n) process.send({ ms: Number(process.hrtime.bigint() - t0) / 1e6 });
+      else one();
+    });
+  };
+  for (let i = 0; i < c; i++) one();
+}
+
+if (process.argv[2] === "--serve") return serve(process.argv[3]);
+if (process.argv[2] === "--floor") return floor(process.argv[3], Number(process.argv[4]), Number(process.argv[5]));
+
+// ---- the benchmark -------------------------------------------------------------------------
+
+/**
+ * `amount` GETs of `url` over `CONNECTIONS` keep-alive connections (new ones when the server
+ * closes them). autocannon cannot be used here: it does not count HTTP/1.0 responses that end
+ * with the connection, which is how http.server answers CGI requests.
+ */
+function load(url, amount) {
+  const http = require("node:http");
+  const agent = new http.Agent({ keepAlive: true, maxSockets: CONNECTIONS });
+  let started = 0;
+  let ok = 0;
+  let bad = 0;
+  const latencies = [];
+  const t0 = process.hrtime.bigint();
+  return new Promise((resolve) => {
+    const finish = () => {
+      agent.destroy();
+      latencies.sort((a, b) => a - b);
+      const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
+      resolve({ rate: ok / seconds, ok, bad, p99: latencies[Math.floor(latencies.length * 0.99)] ?? 0 });
+    };
+    const one = () => {
+      if (started >= amount) return;
+      started++;
+      const t = process.hrtime.bigint();
+      const done = (good) => {
+        if (good) ok++;
+        else bad++;
+        latencies.push(Number(process.hrtime.bigint() - t) / 1e6);
+        if (ok + bad === amount) finish();
+        else one();
+      };
+      http
+        .get(url, { agent }, (res) => {
+          res.resume();
+          res.on("end", () => done(res.statusCode === 200));
+          res.on("error", () => done(false));
+        })
+        .on("error", () => done(false));
+    };
+    for (let i = 0; i < CONNECTIONS; i++) one();
+  });
+}
+
+function forkRole(args) {
+  const child = hasTaskset ? fork(__filename, args, { execPath: "taskset", execArgv: ["-c", "0", process.execPath] }) : fork(__filename, args);
+  return child;
+}
+
+const ask = (child, what) =>
+  new Promise((resolve) => {
+    child.once("message", resolve);
+    child.send(what);
+  });
+
+/** Starts a process that prints its port (or "PORT n") on stdout; resolves with it. */
+function startPrinting(cmd, args, cwd, match) {
+  const [c, a] = pinned(cmd, args);
+  const child = spawn(c, a, { cwd, stdio: ["ignore", "pipe", "pipe"] });
+  return new Promise((resolve, reject) => {
+    let out = "";
+    const onData = (d) => {
+      out += d;
+      const m = match.exec(out);
+      if (m) resolve({ child, port: Number(m[1]) });
+    };
+    child.stdout.on("data", onData);
+    child.stderr.on("data", onData);
+    child.once("exit", (code) => reject(new Error(`${cmd} ${args.join(" ")} exited with ${code}: ${out}`)));
+  });
+}
+
+function freePort() {
+  const net = require("node:net");
+  return new Promise((resolve) => {
+    const s = net.createServer().listen(0, "127.0.0.1", () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+(async () => {
+  const dir = mkdtempSync(join(tmpdir(), "trellis-cgi-bench-"));
+  const cleanup = [];
+  try {
+    mkdirSync(join(dir, "cgi-bin"));
+    const script = join(dir, "cgi-bin", "hello.sh");
+    writeFileSync(script, HELLO, { mode: 0o755 });
+
+    const trellis = forkRole(["--serve", script]);
+    cleanup.push(() => trellis.send("exit"));
+    const trellisPort = await new Promise((resolve) => trellis.once("message", (m) => resolve(m.port)));
+
+    // Twisted's CGIScript, the same script.
+    writeFileSync(
+      join(dir, "twisted_cgi.py"),
+      [
+        "import sys",
+        "from twisted.internet import reactor",
+        "from twisted.web import server, twcgi",
+        "from twisted.web.resource import Resource",
+        "root = Resource()",
+        "# Mounted as a child: at the root, Twisted fails on the empty PATH_INFO segment (bytes/str).",
+        "root.putChild(b'hello.sh', twcgi.CGIScript(sys.argv[1]))",
+        "site = server.Site(root)",
+        "port = reactor.listenTCP(0, site, interface='127.0.0.1')",
+        "print('PORT', port.getHost().port, flush=True)",
+        "reactor.run()",
+        "",
+      ].join("\n"),
+    );
+    const twisted = await startPrinting(PYTHON, [join(dir, "twisted_cgi.py"), script], dir, /PORT (\d+)/);
+    cleanup.push(() => twisted.child.kill());
+
+    // Python's http.server with --cgi: /cgi-bin/hello.sh.
+    const pyPort = await freePort();
+    const python = await startPrinting(PYTHON, ["-u", "-m", "http.server", "--cgi", "--bind", "127.0.0.1", String(pyPort)], dir, /port (\d+)/);
+    cleanup.push(() => python.child.kill());
+
+    const servers = {
+      trellis: `http://127.0.0.1:${trellisPort}/hello.sh`,
+      twisted: `http://127.0.0.1:${twisted.port}/hello.sh`,
+      "http.server": `http://127.0.0.1:${python.port}/cgi-bin/hello.sh`,
+    };
+    for (const url of Object.values(servers)) {
+      const r = await load(url, 200); // warm-up, and a check that each one answers
+      if (r.bad) throw new Error(`${url}: ${r.bad} failed requests in the warm-up`);
+    }
+    const results = { floor: [], trellis: [], twisted: [], "http.server": [] };
+    for (let round = 1; round <= ROUNDS; round++) {
+      const f = forkRole(["--floor", script, String(AMOUNT), String(CONNECTIONS)]);
+      const { ms } = await new Promise((resolve) => f.once("message", resolve));
+      f.kill();
+      results.floor.push(AMOUNT / (ms / 1000));
+      console.log(`round ${round} ${"floor".padEnd(11)} ${(AMOUNT / (ms / 1000)).toFixed(0).padStart(6)} runs/s`);
+      for (const [name, url] of Object.entries(servers)) {
+        const r = await load(url, AMOUNT);
+        if (r.bad) throw new Error(`${name}: ${r.bad} failed requests`);
+        results[name].push(r.rate);
+        console.log(`round ${round} ${name.padEnd(11)} ${r.rate.toFixed(0).padStart(6)} req/s  p99 ${r.p99.toFixed(1)} ms`);
+      }
+    }
+    const mean = (xs) => xs.reduce((a, b) => a + b, 0) / xs.length;
+    const floorRate = mean(results.floor);
+    console.log(`\n${AMOUNT} runs of hello.sh, ${CONNECTIONS} at a time, ${ROUNDS} rounds (means)`);
+    console.log("runner        per second   ratio to the floor   trellis is ×");
+    for (const name of Object.keys(results)) {
+      const rate = mean(results[name]);
+      console.log(
+        `${name.padEnd(12)} ${rate.toFixed(0).padStart(11)} ${(rate / floorRate).toFixed(3).padStart(20)} ${(mean(results.trellis) / rate).toFixed(2).padStart(14)}`,
+      );
+    }
+
+    // Leaks: a fresh trellis server, its descriptors before and after LEAK_RUN requests.
+    const fresh = forkRole(["--serve", script]);
+    cleanup.push(() => fresh.send("exit"));
+    const freshPort = await new Promise((resolve) => fresh.once("message", (m) => resolve(m.port)));
+    await load(`http://127.0.0.1:${freshPort}/hello.sh`, 200);
+    const before = await ask(fresh, "health");
+    const r = await load(`http://127.0.0.1:${freshPort}/hello.sh`, LEAK_RUN);
+    if (r.bad) throw new Error(`leak run: ${r.bad} failed requests`);
+    // The last scripts' pipes close just after their responses; give them a moment.
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    const afterRun = await ask(fresh, "health");
+    console.log(
+      `\nafter ${LEAK_RUN} more requests: fds ${before.fds} → ${afterRun.fds}, zombie children ${afterRun.zombies.length}, ` +
+        `RSS ${(before.rss / 2 ** 20).toFixed(1)} → ${(afterRun.rss / 2 ** 20).toFixed(1)} MiB`,
+    );
+  } finally {
+    for (const f of cleanup) {
+      try {
+        f();
+      } catch {}
+    }
+    rmSync(dir, { recursive: true, force: true });
+  }
+})().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});
