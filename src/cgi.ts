@@ -352,6 +352,16 @@ export class CGIScript extends Resource {
     return this.#serve(request as Request);
   }
 
+  /**
+   * `Expect: 100-continue`: a body over `maxBodySize` (413), or of unknown length when
+   * `chunkedBodies` is `"refuse"` (411), is refused before the client sends it.
+   */
+  override checkContinue(request: IRequest): number | undefined {
+    const cl = request.getHeader("content-length");
+    if (cl !== undefined) return Number(cl) > (this.options.maxBodySize ?? DEFAULTS.maxBodySize) ? 413 : undefined;
+    return this.options.chunkedBodies === "refuse" ? 411 : undefined;
+  }
+
   /** The program to run and its arguments. FilteredScript runs its filter with the script as argument. */
   protected command(request: Request): [file: string, args: string[]] {
     return [this.filename, this.#queryArgs(request)];
@@ -531,7 +541,7 @@ export class CGIScript extends Resource {
       release();
       return this.#spawnFailed(request, file, err);
     }
-    new CGIRun(this, request, child, release, body, (this.options as InternalOptions)[FROM_DIRECTORY] === true).start();
+    new CGIRun(this, request, child, release, body).start();
     return NOT_DONE_YET;
   }
 
@@ -657,7 +667,6 @@ class CGIRun {
     readonly child: ChildProcess,
     readonly release: CGIRelease,
     readonly body: Body,
-    readonly fromDirectory: boolean,
   ) {
     const o = script.options;
     const nph = path.basename(script.filename).startsWith("nph-");
