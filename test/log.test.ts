@@ -64,7 +64,7 @@ function lineCollector() {
   };
 }
 
-describe("combinedLogLine", () => {
+describe("combinedLogLine", { timeout: 30_000 }, () => {
   test("formats the fields Apache and nginx write", () => {
     const time = Date.UTC(2026, 10, 21, 5, 21, 58, 123);
     assert.equal(logTimestamp(time), "[21/Nov/2026:05:21:58 +0000]");
@@ -98,7 +98,7 @@ describe("combinedLogLine", () => {
   });
 });
 
-describe("the access log", () => {
+describe("the access log", { timeout: 30_000 }, () => {
   test("to a function: one exact line per request", async () => {
     const c = lineCollector();
     const s = await serve(tree(), { log: c.log });
@@ -243,7 +243,7 @@ describe("the access log", () => {
   });
 });
 
-describe("Server and Date headers", () => {
+describe("Server and Date headers", { timeout: 30_000 }, () => {
   test("Server: trellis/<version> and a Date on every response, errors included", async () => {
     const s = await serve(tree());
     try {

@@ -42,7 +42,7 @@ async function ask(url: string, headers: http.OutgoingHttpHeaders = {}): Promise
   return JSON.parse(r.text);
 }
 
-describe("parseTarget", () => {
+describe("parseTarget", { timeout: 30_000 }, () => {
   test("origin-form: path, query and decoded segments", () => {
     assert.deepEqual(parseTarget("/a/b%20c/?x=1&y"), { path: "/a/b%20c/", query: "x=1&y", segments: ["a", "b c", ""] });
     assert.deepEqual(parseTarget("/"), { path: "/", query: "", segments: [""] });
@@ -62,7 +62,7 @@ describe("parseTarget", () => {
   });
 });
 
-describe("what the client sent", () => {
+describe("what the client sent", { timeout: 30_000 }, () => {
   let s: Running;
   before(async () => {
     const root = new Resource();
@@ -114,7 +114,7 @@ describe("what the client sent", () => {
   });
 });
 
-describe("the response", () => {
+describe("the response", { timeout: 30_000 }, () => {
   let s: Running;
   let stateResolve!: (v: unknown) => void;
   const stateSeen = { promise: new Promise((r) => (stateResolve = r)), resolve: (v: unknown) => stateResolve(v) };
@@ -217,7 +217,7 @@ describe("the response", () => {
   });
 });
 
-describe("addresses and URLs", () => {
+describe("addresses and URLs", { timeout: 30_000 }, () => {
   let s: Running;
   const info = probe((r) => ({
     host: r.getHost(),
@@ -387,7 +387,7 @@ describe("addresses and URLs", () => {
   });
 });
 
-describe("a bad request target", () => {
+describe("a bad request target", { timeout: 30_000 }, () => {
   test("OPTIONS * is answered without the tree; other methods on * are a 405", async () => {
     const s = await serve(new Resource());
     try {

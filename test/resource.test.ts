@@ -36,7 +36,7 @@ async function json(url: string): Promise<{ label: string; prepath: string[]; po
   return JSON.parse(r.text);
 }
 
-describe("traversal", () => {
+describe("traversal", { timeout: 30_000 }, () => {
   let s: Running;
   const dyn = new Dynamic();
   before(async () => {
@@ -108,7 +108,7 @@ describe("traversal", () => {
   });
 });
 
-describe("the root", () => {
+describe("the root", { timeout: 30_000 }, () => {
   test("GET / on a bare Resource is a 404, like Twisted", async () => {
     const s = await serve(new Resource());
     try {
@@ -142,7 +142,7 @@ describe("the root", () => {
   });
 });
 
-describe("getChildForRequest and putChild used directly", () => {
+describe("getChildForRequest and putChild used directly", { timeout: 30_000 }, () => {
   const fake = (postpath: string[]): IRequest => ({
     method: "GET",
     uri: "/" + postpath.join("/"),
@@ -192,7 +192,7 @@ describe("getChildForRequest and putChild used directly", () => {
   });
 });
 
-describe("dispatch", () => {
+describe("dispatch", { timeout: 30_000 }, () => {
   let s: Running;
   class Many extends Resource {
     override isLeaf = true;
@@ -346,7 +346,7 @@ function deferred<T = void>() {
   return { promise, resolve, reject };
 }
 
-describe("render results", () => {
+describe("render results", { timeout: 30_000 }, () => {
   let s: Running;
   const later = deferred<Request>();
   const leaf = (fn: (request: Request) => unknown) => {
@@ -522,7 +522,7 @@ describe("render results", () => {
   });
 });
 
-describe("error resources", () => {
+describe("error resources", { timeout: 30_000 }, () => {
   const evil = `<script>alert("x")</script> & 'q'`;
   const escaped = "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; &#39;q&#39;";
 

@@ -95,7 +95,7 @@ async function freePort(): Promise<number> {
   return port;
 }
 
-describe("failsafe", () => {
+describe("failsafe", { timeout: 30_000 }, () => {
   let s: Running;
   const afterFinish = deferred<unknown>();
   const failNow = deferred();
@@ -342,7 +342,7 @@ describe("failsafe", () => {
   });
 });
 
-describe("no failure takes the process down", () => {
+describe("no failure takes the process down", { timeout: 30_000 }, () => {
   test("a site in a child process survives every kind of failure and keeps answering", async () => {
     const code = `
       const { Site, NOT_DONE_YET } = require(${JSON.stringify(join(__dirname, "../src/server"))});
@@ -410,7 +410,7 @@ describe("no failure takes the process down", () => {
   });
 });
 
-describe("notifyFinish", () => {
+describe("notifyFinish", { timeout: 30_000 }, () => {
   test("resolves when the response has been sent", async () => {
     const done = deferred<{ finished: Promise<void> }>();
     const s = await serve(
@@ -475,7 +475,7 @@ describe("notifyFinish", () => {
   });
 });
 
-describe("backpressure", () => {
+describe("backpressure", { timeout: 30_000 }, () => {
   const MiB = 1 << 20;
   const TOTAL = 200 * MiB;
 
@@ -596,7 +596,7 @@ describe("backpressure", () => {
   });
 });
 
-describe("listening", () => {
+describe("listening", { timeout: 30_000 }, () => {
   const hello = () => tree({ hello: leaf((request) => `hello over ${request.getHost().type}`) });
 
   test("listen(port) binds every interface", async () => {
@@ -749,7 +749,7 @@ describe("listening", () => {
   });
 });
 
-describe("close()", () => {
+describe("close()", { timeout: 30_000 }, () => {
   test("lets a response in flight finish, refuses new connections, then resolves", async () => {
     const rendering = deferred<Request>();
     const s = await serve(
@@ -822,7 +822,7 @@ describe("close()", () => {
   });
 });
 
-describe("limits", () => {
+describe("limits", { timeout: 30_000 }, () => {
   test("maxHeaderSize: a larger header section is a 431", async () => {
     const s = await serve(tree({ x: leaf(() => "x") }), { maxHeaderSize: 2048 });
     try {

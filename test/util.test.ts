@@ -20,7 +20,7 @@ function leaf(fn: (request: Request) => unknown): Resource {
 /** A leaf that reports where the walk left it. */
 const where = (label: string) => leaf((r) => JSON.stringify({ label, prepath: r.prepath, postpath: r.postpath }));
 
-describe("redirects", () => {
+describe("redirects", { timeout: 30_000 }, () => {
   let s: Running;
   before(async () => {
     const root = new Resource();
@@ -146,7 +146,7 @@ describe("redirects", () => {
   });
 });
 
-describe("DeferredResource", () => {
+describe("DeferredResource", { timeout: 30_000 }, () => {
   /** A promise settled from outside. */
   function deferred<T>() {
     let resolve!: (v: T) => void;
