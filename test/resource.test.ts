@@ -487,6 +487,11 @@ describe("render results", { timeout: 30_000 }, () => {
     assert.doesNotMatch(head, /Transfer-Encoding|Content-Length/i);
     assert.match(head, /\r\nConnection: close/i);
     assert.equal(body, "one,two,three");
+    // Even when an HTTP/1.0 client asks to keep the connection: only the close ends the body.
+    const ka = await raw(s.port, "GET /stream HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+    assert.equal(ka.closed, true);
+    assert.match(splitReply(ka.data).head, /\r\nConnection: close/i);
+    assert.equal(splitReply(ka.data).body, "one,two,three");
   });
 
   test("an async iterable is streamed", async () => {
