@@ -375,7 +375,14 @@ describe("no failure takes the process down", { timeout: 30_000 }, () => {
     let exited = false;
     child.on("exit", () => (exited = true));
     try {
-      const port = Number(String(await once<Buffer>(child.stdout, "data")).trim());
+      const port = Number(
+        String(
+          await Promise.race([
+            once<Buffer>(child.stdout, "data"),
+            once(child, "exit").then(() => Promise.reject(new Error(`the site died at startup: ${stderr}`))),
+          ]),
+        ).trim(),
+      );
       const base = `http://127.0.0.1:${port}`;
       for (const p of ["/reject", "/reject-later", "/bad-value", "/stream-error", "/deferred", "/deferred/a/b"]) {
         assert.equal((await request(base + p)).status, 500, p);
