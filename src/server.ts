@@ -49,7 +49,11 @@ export interface SiteOptions {
   headersTimeout?: number;
   /** Time to receive the whole request including its body, ms (0: none). Default 300000. */
   requestTimeout?: number;
-  /** How long an idle keep-alive connection stays open, ms. Default 5000. */
+  /**
+   * How long an idle keep-alive connection stays open, ms; advertised in `Keep-Alive` in
+   * whole seconds. Node keeps the socket one more second, so that a client that reuses it
+   * right at the advertised limit does not race the close. Default 5000.
+   */
   keepAliveTimeout?: number;
   /** Requests served on one connection before it is closed (0: no limit). Default 1000. */
   maxRequestsPerSocket?: number;
