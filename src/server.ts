@@ -133,6 +133,14 @@ function cut(request: Request): void {
   request.res.destroy();
 }
 
+/**
+ * How often Node checks the header and request timeouts: its 30 s default would let a slow
+ * client hold a socket far past the limit.
+ */
+function checkingInterval(headersTimeout: number): number {
+  return Math.max(50, Math.min(1000, Math.floor(headersTimeout / 4)));
+}
+
 const defaultErrorLog = (message: string, error?: unknown) => {
   process.stderr.write(`[trellis] ${message}${error === undefined ? "" : ": " + (error instanceof Error ? (error.stack ?? error.message) : String(error))}\n`);
 };
@@ -416,6 +424,8 @@ export class Site implements ISite {
     if ("headersTimeout" in s) {
       s.headersTimeout = o.headersTimeout ?? 20000;
       s.requestTimeout = o.requestTimeout ?? 300000;
+      // Node reads the interval of its timeout checks when the server starts listening.
+      if (!s.listening) (s as { connectionsCheckingInterval?: number }).connectionsCheckingInterval = checkingInterval(s.headersTimeout);
     }
     server.on("clientError", (err: NodeJS.ErrnoException, socket: Duplex) => this.#clientError(err, socket));
     // With a listener, Node leaves `100 Continue` to us, so a resource can refuse first.
@@ -459,9 +469,7 @@ export class Site implements ISite {
       headersTimeout,
       requestTimeout: o.requestTimeout ?? 300000,
       keepAliveTimeout: o.keepAliveTimeout ?? 5000,
-      // Node checks the header and request timeouts on this interval; its 30 s default
-      // would let a slow client hold a socket far past the limit.
-      connectionsCheckingInterval: Math.max(50, Math.min(1000, Math.floor(headersTimeout / 4))),
+      connectionsCheckingInterval: checkingInterval(headersTimeout),
     };
     const server = opts.tls ? https.createServer({ ...serverOptions, ...opts.tls }, this.handler) : http.createServer(serverOptions, this.handler);
     this.attach(server);

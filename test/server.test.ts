@@ -686,6 +686,22 @@ describe("listening", { timeout: 30_000 }, () => {
     assert.equal(server.listening, false);
   });
 
+  test("attach() before listening brings the header timeout, checked promptly", async () => {
+    const site = new Site(hello(), { headersTimeout: 300, requestTimeout: 1000 });
+    const server = http.createServer(site.handler);
+    site.attach(server);
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    try {
+      const started = Date.now();
+      const reply = await raw((server.address() as net.AddressInfo).port, "GET /hello HTTP/1.1\r\nHost: x\r\n", 10_000);
+      const took = Date.now() - started;
+      assert.equal(statusOf(reply.data), 408);
+      assert.ok(took < 3000, `cut off after ${took} ms (Node's own check runs every 30 s)`);
+    } finally {
+      await site.close();
+    }
+  });
+
   describe("TLS", () => {
     let dir: string;
     let tls: { key: string; cert: string } | undefined;
