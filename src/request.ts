@@ -227,6 +227,7 @@ export class Request implements IRequest {
   #lastModified?: number;
   #rootURL?: string;
   #body?: BodyReader;
+  #limits?: BodyLimits;
   #form?: Promise<ParsedForm>;
   #files?: Record<string, UploadedFile[]>;
   #cookies?: Record<string, string>;
@@ -296,6 +297,7 @@ export class Request implements IRequest {
 
   /** The body limits for this request: defaults, the site's, then `overrides`. */
   bodyLimits(overrides?: Partial<BodyLimits>): BodyLimits {
+    if (overrides === undefined) return (this.#limits ??= mergeLimits(this.site.bodyLimits));
     return mergeLimits(this.site.bodyLimits, overrides);
   }
 

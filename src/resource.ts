@@ -257,14 +257,14 @@ export class ForbiddenResource extends ErrorPage {
 const notFound = new NoResource();
 
 /** Reads the form, then renders; a body the limits refuse becomes its error page (400, 408, 413, 415). */
-async function renderAfterForm(resource: Resource, handler: RenderMethod, request: IRequest): Promise<Awaited<RenderResult>> {
-  try {
-    await request.readForm!(resource.bodyLimits);
-  } catch (err) {
-    if (err instanceof BodyError) return new ErrorPage(err.status, err.brief, err.message).render(request);
-    throw err;
-  }
-  return handler.call(resource, request) as Awaited<RenderResult>;
+function renderAfterForm(resource: Resource, handler: RenderMethod, request: IRequest): PromiseLike<Awaited<RenderResult>> {
+  return request.readForm!(resource.bodyLimits).then(
+    () => handler.call(resource, request) as Awaited<RenderResult>,
+    (err: unknown) => {
+      if (err instanceof BodyError) return new ErrorPage(err.status, err.brief, err.message).render(request);
+      throw err;
+    },
+  );
 }
 
 /** The default error page markup; a Site can replace it with its own template. */

@@ -164,10 +164,18 @@ describe("urlencoded forms", () => {
     });
   });
 
-  test("parseUrlencoded keeps raw UTF-8 and ignores bad percent escapes", () => {
+  test("parseUrlencoded keeps raw UTF-8 and ignores bad percent escapes, and is strict about UTF-8", () => {
     const fields: Record<string, string[]> = Object.create(null);
     assert.equal(parseUrlencoded(Buffer.from("k=%zz&ü=ö%20"), fields, 10), undefined);
     assert.deepEqual({ ...fields }, { k: ["%zz"], ü: ["ö "] });
+    const ok: Record<string, string[]> = Object.create(null);
+    assert.equal(parseUrlencoded(Buffer.from("a=%zz%C3%A9&b=%2&c=%&d=100%+sure%21&e=%F0%9F%98%80&f=a+b%2Bc"), ok, 10), undefined);
+    assert.deepEqual({ ...ok }, { a: ["%zzé"], b: ["%2"], c: ["%"], d: ["100% sure!"], e: ["😀"], f: ["a b+c"] });
+    for (const bad of ["a=%E9", "a=%C0%AF", "a=%ED%A0%80", "a=%C3x", "a=%C3%zz", "a=%F4%90%80%80", "%FF=1"]) {
+      const err = parseUrlencoded(Buffer.from(bad), Object.create(null), 10);
+      assert.ok(err instanceof BodyError && err.status === 400, bad);
+    }
+    assert.equal(parseUrlencoded(Buffer.from([0x61, 0x3d, 0xc3]), Object.create(null), 10)?.status, 400, "raw bytes that are not UTF-8");
     const tooMany = parseUrlencoded(Buffer.from("a=1&b=2&c=3"), Object.create(null), 2);
     assert.ok(tooMany instanceof BodyError && tooMany.status === 413);
   });
