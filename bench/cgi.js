@@ -13,7 +13,7 @@
 // inherit it); the client runs here, on CPU 1. 127.0.0.1 only.
 "use strict";
 const { execFileSync, fork, spawn } = require("node:child_process");
-const { mkdtempSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } = require("node:fs");
+const { chmodSync, mkdtempSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } = require("node:fs");
 const { tmpdir } = require("node:os");
 const { join } = require("node:path");
 
@@ -22,7 +22,9 @@ const ROUNDS = Number(process.env.ROUNDS ?? 2);
 const CONNECTIONS = Number(process.env.CONNECTIONS ?? 8);
 const LEAK_RUN = Number(process.env.LEAK_RUN ?? 10000);
 const PYTHON = process.env.PYTHON ?? "/usr/bin/python3";
-const HELLO = "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\nHello, CGI\\n'\n";
+// CRLF line ends: http.server copies the script's output after its own CRLF status line,
+// and Node's HTTP client refuses a head that mixes in bare LFs.
+const HELLO = "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\nHello, CGI\\n'\n";
 
 const hasTaskset = (() => {
   try {
@@ -106,6 +108,7 @@ function load(url, amount) {
   let started = 0;
   let ok = 0;
   let bad = 0;
+  let firstError = "";
   const latencies = [];
   const t0 = process.hrtime.bigint();
   return new Promise((resolve) => {
@@ -113,15 +116,18 @@ function load(url, amount) {
       agent.destroy();
       latencies.sort((a, b) => a - b);
       const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
-      resolve({ rate: ok / seconds, ok, bad, p99: latencies[Math.floor(latencies.length * 0.99)] ?? 0 });
+      resolve({ rate: ok / seconds, ok, bad, firstError, p99: latencies[Math.floor(latencies.length * 0.99)] ?? 0 });
     };
     const one = () => {
       if (started >= amount) return;
       started++;
       const t = process.hrtime.bigint();
-      const done = (good) => {
+      const done = (good, why) => {
         if (good) ok++;
-        else bad++;
+        else {
+          bad++;
+          firstError ||= why;
+        }
         latencies.push(Number(process.hrtime.bigint() - t) / 1e6);
         if (ok + bad === amount) finish();
         else one();
@@ -129,10 +135,10 @@ function load(url, amount) {
       http
         .get(url, { agent }, (res) => {
           res.resume();
-          res.on("end", () => done(res.statusCode === 200));
-          res.on("error", () => done(false));
+          res.on("end", () => done(res.statusCode === 200, `status ${res.statusCode}`));
+          res.on("error", (err) => done(false, err.message));
         })
-        .on("error", () => done(false));
+        .on("error", (err) => done(false, err.message));
     };
     for (let i = 0; i < CONNECTIONS; i++) one();
   });
@@ -180,6 +186,8 @@ function freePort() {
   const dir = mkdtempSync(join(tmpdir(), "trellis-cgi-bench-"));
   const cleanup = [];
   try {
+    // http.server runs scripts as nobody when it runs as root: they must be reachable.
+    chmodSync(dir, 0o755);
     mkdirSync(join(dir, "cgi-bin"));
     const script = join(dir, "cgi-bin", "hello.sh");
     writeFileSync(script, HELLO, { mode: 0o755 });
@@ -221,7 +229,7 @@ function freePort() {
     };
     for (const url of Object.values(servers)) {
       const r = await load(url, 200); // warm-up, and a check that each one answers
-      if (r.bad) throw new Error(`${url}: ${r.bad} failed requests in the warm-up`);
+      if (r.bad) throw new Error(`${url}: ${r.bad} failed requests in the warm-up (${r.firstError})`);
     }
     const results = { floor: [], trellis: [], twisted: [], "http.server": [] };
     for (let round = 1; round <= ROUNDS; round++) {
@@ -232,7 +240,7 @@ function freePort() {
       console.log(`round ${round} ${"floor".padEnd(11)} ${(AMOUNT / (ms / 1000)).toFixed(0).padStart(6)} runs/s`);
       for (const [name, url] of Object.entries(servers)) {
         const r = await load(url, AMOUNT);
-        if (r.bad) throw new Error(`${name}: ${r.bad} failed requests`);
+        if (r.bad) throw new Error(`${name}: ${r.bad} failed requests (${r.firstError})`);
         results[name].push(r.rate);
         console.log(`round ${round} ${name.padEnd(11)} ${r.rate.toFixed(0).padStart(6)} req/s  p99 ${r.p99.toFixed(1)} ms`);
       }
@@ -255,7 +263,7 @@ function freePort() {
     await load(`http://127.0.0.1:${freshPort}/hello.sh`, 200);
     const before = await ask(fresh, "health");
     const r = await load(`http://127.0.0.1:${freshPort}/hello.sh`, LEAK_RUN);
-    if (r.bad) throw new Error(`leak run: ${r.bad} failed requests`);
+    if (r.bad) throw new Error(`leak run: ${r.bad} failed requests (${r.firstError})`);
     // The last scripts' pipes close just after their responses; give them a moment.
     await new Promise((resolve) => setTimeout(resolve, 500));
     const afterRun = await ask(fresh, "health");

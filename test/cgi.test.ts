@@ -528,8 +528,8 @@ describe("CGIScript", () => {
       }
     });
 
-    test("HTTP/2: HTTP_HOST from :authority, a body without Content-Length is spooled", async () => {
-      const site = new Site(script("env.py"), { errorLog: () => {} });
+    test("HTTP/2: HTTP_HOST from :authority, a body without Content-Length is spooled, nph status lines are read", async () => {
+      const site = new Site(tree({ env: script("env.py"), nph: script("nph-raw.sh") }), { errorLog: () => {} });
       const server = http2.createSecureServer({ ...tls, allowHTTP1: true }, site.handler);
       site.attach(server);
       await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
@@ -548,18 +548,24 @@ describe("CGIScript", () => {
             stream.on("error", reject);
             if (body) stream.end(body);
           });
-        const get = await ask({ ":path": "/p?q=1" });
+        const get = await ask({ ":path": "/env/p?q=1" });
         assert.equal(get.status, 200);
         const env = (JSON.parse(get.text) as Seen).env;
         assert.equal(env.HTTP_HOST, `localhost:${port}`);
+        assert.equal(env.SCRIPT_NAME, "/env");
+        assert.equal(env.PATH_INFO, "/p");
         assert.equal(env.SERVER_PROTOCOL, "HTTP/2.0");
         assert.equal(env.QUERY_STRING, "q=1");
         assert.equal(env.CONTENT_LENGTH, undefined);
         const body = randomBytes(200_000);
-        const post = await ask({ ":path": "/", ":method": "POST" }, body);
+        const post = await ask({ ":path": "/env", ":method": "POST" }, body);
         const seen = JSON.parse(post.text) as Seen;
         assert.equal(seen.env.CONTENT_LENGTH, String(body.length));
         assert.equal(seen.sha256, createHash("sha256").update(body).digest("hex"));
+        // Raw HTTP/1 bytes cannot go over HTTP/2: the script's status line and headers are used.
+        const nph = await ask({ ":path": "/nph" });
+        assert.equal(nph.status, 203);
+        assert.equal(nph.text, "nph ok\n");
       } finally {
         client.close();
         await site.close();
