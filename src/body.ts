@@ -162,6 +162,20 @@ export interface BodySink extends NodeJS.EventEmitter {
   setHeader(name: string, value: string): unknown;
 }
 
+/**
+ * Objects with no `Object.prototype` in their chain (so a field named `__proto__` or
+ * `constructor` is just a field) that V8 still keeps in fast mode, unlike `Object.create(null)`.
+ */
+const NullProto = function () {} as unknown as { new (): Record<string, never> };
+NullProto.prototype = Object.create(null);
+
+/** A new empty dictionary for form fields or files. */
+function emptyRecord<T>(): Record<string, T> {
+  return new NullProto() as Record<string, T>;
+}
+
+const NO_FILES: Record<string, UploadedFile[]> = Object.freeze(emptyRecord<UploadedFile[]>());
+
 /** Media type without parameters, lower-cased. */
 function mediaType(contentType: string | undefined): string {
   if (!contentType) return "";
@@ -418,6 +432,54 @@ class TempFiles {
   }
 }
 
+/** One body being read, as the idle watch sees it. */
+interface Watched {
+  /** When data last came (performance.now()). */
+  last: number;
+  /** The longest gap allowed, ms. */
+  idle: number;
+  /** True while the reader holds the body back itself (backpressure): not the client's stall. */
+  held: boolean;
+  /** Called once when the gap is too long. */
+  expire(): void;
+}
+
+/*
+ * One shared, unref'd interval watches every body being read for a client that stopped
+ * sending, instead of a timer per request: a small body, the common case, then costs a Set
+ * insertion. A stall is noticed between `idle` and `idle` plus the sweep period (a quarter of
+ * the smallest idle timeout watched, at most a second). The interval stops itself once idle.
+ */
+const watched = new Set<Watched>();
+let sweeper: NodeJS.Timeout | undefined;
+let sweepPeriod = 0;
+
+function watch(w: Watched): void {
+  watched.add(w);
+  const period = Math.max(10, Math.min(1000, Math.floor(w.idle / 4)));
+  if (sweeper === undefined || period < sweepPeriod) {
+    clearInterval(sweeper);
+    sweepPeriod = period;
+    sweeper = setInterval(sweep, period);
+    sweeper.unref();
+  }
+}
+
+function sweep(): void {
+  if (watched.size === 0) {
+    clearInterval(sweeper);
+    sweeper = undefined;
+    return;
+  }
+  const now = performance.now();
+  for (const w of watched) {
+    if (!w.held && now - w.last >= w.idle) {
+      watched.delete(w);
+      w.expire();
+    }
+  }
+}
+
 /** How much of a body is read and thrown away after an early answer before the connection is cut. */
 const DISCARD_BYTES = 8 * 1024 * 1024;
 const DISCARD_MS = 5000;
@@ -466,7 +528,7 @@ export class BodyReader {
   #readForm(limits: BodyLimits): Promise<ParsedForm> {
     const contentType = this.req.headers["content-type"];
     const kind = formKind(contentType);
-    const form: ParsedForm = { fields: Object.create(null), files: Object.create(null) };
+    const form: ParsedForm = { fields: emptyRecord(), files: kind === "multipart" ? emptyRecord() : NO_FILES };
     if (kind === undefined) {
       if (!this.#hasBody()) return Promise.resolve(form);
       return Promise.reject(new BodyError(415, `Expected a form (application/x-www-form-urlencoded or multipart/form-data), not ${contentType ?? "a body without Content-Type"}.`));
@@ -576,38 +638,50 @@ export class BodyReader {
     return new Promise<void>((resolve, reject) => {
       let received = 0;
       let settled = false;
-      let timer: NodeJS.Timeout | undefined;
       const cleanup = () => {
         settled = true;
-        clearTimeout(timer);
+        if (w) watched.delete(w);
         req.off("data", onData);
         req.off("end", onEnd);
         req.off("error", onAbort);
         req.off("close", onClose);
-        drainer?.off("drain", onDrain);
-        abort?.removeEventListener("abort", onAbortSignal);
+        if (onDrain) drainer!.off("drain", onDrain);
+        if (onAbortSignal) abort!.removeEventListener("abort", onAbortSignal);
       };
       const fail = (err: BodyError) => {
         if (settled) return;
         cleanup();
         reject(this.#reject(err));
       };
-      const onIdle = () =>
-        fail(new BodyError(408, `The client sent no body data for ${idle} ms; the request was abandoned. Send the body without pausing, or raise idleTimeout.`));
+      const w: Watched | undefined =
+        idle > 0
+          ? {
+              last: performance.now(),
+              idle,
+              held: false,
+              expire: () =>
+                fail(new BodyError(408, `The client sent no body data for ${idle} ms; the request was abandoned. Send the body without pausing, or raise idleTimeout.`)),
+            }
+          : undefined;
       const onData = (chunk: Buffer) => {
         received += chunk.length;
         if (received > max) return fail(tooLarge(limitName, max, `The body is larger than ${max} bytes`));
-        if (write(chunk)) timer?.refresh();
-        else {
+        if (w) w.last = performance.now();
+        if (!write(chunk)) {
           req.pause();
-          clearTimeout(timer);
+          if (w) w.held = true;
         }
       };
-      const onDrain = () => {
-        if (settled) return;
-        req.resume();
-        if (idle > 0) timer = setTimeout(onIdle, idle);
-      };
+      const onDrain =
+        drainer &&
+        (() => {
+          if (settled) return;
+          req.resume();
+          if (w) {
+            w.held = false;
+            w.last = performance.now();
+          }
+        });
       const onEnd = () => {
         if (settled) return;
         cleanup();
@@ -617,15 +691,15 @@ export class BodyReader {
       const onClose = () => {
         if (!req.complete && !req.readableEnded) onAbort();
       };
-      const onAbortSignal = () => fail(abort!.reason as BodyError);
+      const onAbortSignal = abort && (() => fail(abort.reason as BodyError));
       if (abort?.aborted) return fail(abort.reason as BodyError);
-      abort?.addEventListener("abort", onAbortSignal);
-      if (idle > 0) timer = setTimeout(onIdle, idle);
+      if (onAbortSignal) abort!.addEventListener("abort", onAbortSignal);
+      if (w) watch(w);
       req.on("data", onData);
       req.on("end", onEnd);
       req.on("error", onAbort);
       req.on("close", onClose);
-      drainer?.on("drain", onDrain);
+      if (onDrain) drainer!.on("drain", onDrain);
       req.resume();
     });
   }

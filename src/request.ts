@@ -322,8 +322,13 @@ export class Request implements IRequest {
     return (this.#form ??= this.#reader()
       .readForm(this.bodyLimits(limits))
       .then((form) => {
-        const args = this.args;
-        for (const name of Object.keys(form.fields)) (args[name] ??= []).push(...form.fields[name]);
+        if (this.#args === undefined && !this.queryString) {
+          // No query to put first: the fields are the args (the same record, not a copy).
+          this.#args = form.fields;
+        } else {
+          const args = this.args;
+          for (const name of Object.keys(form.fields)) (args[name] ??= []).push(...form.fields[name]);
+        }
         this.#files = form.files;
         return form;
       }));
