@@ -1,7 +1,7 @@
 // One server for bench/input.js, in its own process:
 //   node input-server.js trellis-form|fastify-form|trellis-gzip|fastify-gzip|trellis-upload
-// Sends {port} when listening; answers "rss" with its resident set size and "maxrss" with
-// its peak resident set size so far (bytes); exits on "exit".
+// Sends {port} when listening; answers "rss" with its resident set size, "maxrss" with its
+// peak resident set size so far (bytes) and "cpu" with process.cpuUsage(); exits on "exit".
 "use strict";
 const http = require("node:http");
 const { Resource, Site } = require("..");
