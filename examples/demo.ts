@@ -5,8 +5,11 @@
 import { escapeHtml, Resource } from "trellis";
 import { serveExample } from "./serve";
 import * as asyncExample from "./async";
+import * as form from "./form";
+import * as gzip from "./gzip";
 import * as hello from "./hello";
 import * as redirects from "./redirects";
+import * as session from "./session";
 import * as staticFiles from "./static";
 import * as tree from "./tree";
 
@@ -23,6 +26,9 @@ const mounts: Mount[] = [
   { name: "tree", title: "A tree: putChild and a dynamic getChild", links: ["", "about", "users/", "users/alice", "users/nobody"], resource: tree.build() },
   { name: "async", title: "Answering later: NOT_DONE_YET, a Promise, a stream", links: ["later", "promise", "stream"], resource: asyncExample.build() },
   { name: "redirects", title: "Redirects", links: ["old", "moved/a/b?x=1", "docs/page", "login"], resource: redirects.build("/redirects") },
+  { name: "form", title: "Forms and uploads", links: [""], resource: form.build() },
+  { name: "session", title: "Sessions: a visit counter", links: ["", "logout"], resource: session.build() },
+  { name: "gzip", title: "Compressed responses (Brotli, gzip)", links: ["page", "stream"], resource: gzip.build() },
   { name: "static", title: "Static files: a listing, an .rjs script, an .asis file", links: ["", "hello", "hello/deeper", "teapot.asis", "sub", "logo.svg"], resource: staticFiles.build() },
 ];
 

@@ -24,3 +24,13 @@ export type {
   TypeAndEncoding,
 } from "./static";
 export { ResourceScript, ResourceScriptError } from "./script";
+export { BodyError, UploadedFile, DEFAULT_BODY_LIMITS } from "./body";
+export type { BodyLimits, ParsedForm } from "./body";
+export type { CookieOptions } from "./cookies";
+// Importing session.ts is also what switches sessions on (it registers itself with Request).
+export { Session, MemorySessionStore, SessionManager, SESSION_COOKIE, SECURE_SESSION_COOKIE, DEFAULT_SESSION_TIMEOUT } from "./session";
+export type { SessionStore, SessionRecord, SessionData, ISession, MemorySessionStoreOptions, SessionManagerOptions } from "./session";
+export { EncodingResourceWrapper, GzipEncoderFactory, BrotliEncoderFactory, negotiateEncoding, parseAcceptEncoding, isCompressible } from "./encoding";
+export type { EncoderFactory, EncoderFactoryOptions, EncodingWrapperOptions } from "./encoding";
+export { CGIScript, CGIDirectory, FilteredScript, PerlScript, PHPScript, CGILimiter } from "./cgi";
+export type { CGIOptions, CGIExit, CGIRemoteUser, CGIRelease } from "./cgi";
