@@ -1,13 +1,13 @@
 #!/usr/bin/env node
 // CGI throughput: one tiny shell script (hello.sh) run per request by trellis' CGIScript, by
 // Twisted's twcgi.CGIScript (Debian python3-twisted) and by Python's http.server --cgi, under
-// the same load (AMOUNT requests over CONNECTIONS connections), alternated, in one
-// run; and the floor: the same number of bare child_process.spawn runs of the script, with
+// the same load (AMOUNT requests over CONNECTIONS connections), in turns, in one run;
+// and the floor: the same number of bare child_process.spawn runs of the script, with
 // the same concurrency. Then a trellis server serves 10k more requests, and we check it has
 // no zombie children and no more file descriptors than before.
 //
 //   npm run build && node bench/cgi.js
-//   AMOUNT=5000 ROUNDS=3 CONNECTIONS=16 node bench/cgi.js
+//   AMOUNT=5000 ROUNDS=7 CONNECTIONS=16 node bench/cgi.js
 //
 // Servers, their scripts and the floor all run pinned to CPU 0 (when taskset exists; children
 // inherit it); the client runs here, on CPU 1. 127.0.0.1 only.
@@ -17,8 +17,8 @@ const { chmodSync, mkdtempSync, mkdirSync, readdirSync, readFileSync, rmSync, wr
 const { tmpdir } = require("node:os");
 const { join } = require("node:path");
 
-const AMOUNT = Number(process.env.AMOUNT ?? 3000);
-const ROUNDS = Number(process.env.ROUNDS ?? 2);
+const AMOUNT = Number(process.env.AMOUNT ?? 2000);
+const ROUNDS = Number(process.env.ROUNDS ?? 5);
 const CONNECTIONS = Number(process.env.CONNECTIONS ?? 8);
 const LEAK_RUN = Number(process.env.LEAK_RUN ?? 10000);
 const PYTHON = process.env.PYTHON ?? "/usr/bin/python3";
@@ -228,31 +228,44 @@ function freePort() {
       "http.server": `http://127.0.0.1:${python.port}/cgi-bin/hello.sh`,
     };
     for (const url of Object.values(servers)) {
-      const r = await load(url, 200); // warm-up, and a check that each one answers
+      const r = await load(url, 500); // warm-up (JIT), and a check that each one answers
       if (r.bad) throw new Error(`${url}: ${r.bad} failed requests in the warm-up (${r.firstError})`);
     }
     const results = { floor: [], trellis: [], twisted: [], "http.server": [] };
+    const names = Object.keys(results);
     for (let round = 1; round <= ROUNDS; round++) {
-      const f = forkRole(["--floor", script, String(AMOUNT), String(CONNECTIONS)]);
-      const { ms } = await new Promise((resolve) => f.once("message", resolve));
-      f.kill();
-      results.floor.push(AMOUNT / (ms / 1000));
-      console.log(`round ${round} ${"floor".padEnd(11)} ${(AMOUNT / (ms / 1000)).toFixed(0).padStart(6)} runs/s`);
-      for (const [name, url] of Object.entries(servers)) {
-        const r = await load(url, AMOUNT);
+      // The order turns each round, and each runner starts after a pause: a burst of
+      // thousands of exiting processes leaves the kernel cleaning up for a while, which
+      // would otherwise slow down whoever comes next.
+      for (let i = 0; i < names.length; i++) {
+        const name = names[(i + round - 1) % names.length];
+        await new Promise((resolve) => setTimeout(resolve, 1500));
+        if (name === "floor") {
+          const f = forkRole(["--floor", script, String(AMOUNT), String(CONNECTIONS)]);
+          const { ms } = await new Promise((resolve) => f.once("message", resolve));
+          f.kill();
+          results.floor.push(AMOUNT / (ms / 1000));
+          console.log(`round ${round} ${"floor".padEnd(11)} ${(AMOUNT / (ms / 1000)).toFixed(0).padStart(6)} runs/s`);
+          continue;
+        }
+        const r = await load(servers[name], AMOUNT);
         if (r.bad) throw new Error(`${name}: ${r.bad} failed requests (${r.firstError})`);
         results[name].push(r.rate);
         console.log(`round ${round} ${name.padEnd(11)} ${r.rate.toFixed(0).padStart(6)} req/s  p99 ${r.p99.toFixed(1)} ms`);
       }
     }
-    const mean = (xs) => xs.reduce((a, b) => a + b, 0) / xs.length;
-    const floorRate = mean(results.floor);
-    console.log(`\n${AMOUNT} runs of hello.sh, ${CONNECTIONS} at a time, ${ROUNDS} rounds (means)`);
-    console.log("runner        per second   ratio to the floor   trellis is ×");
+    // Other work on the machine only ever slows a round down: the best round of each runner is
+    // the least disturbed one, the median says how typical it is.
+    const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+    const best = (xs) => Math.max(...xs);
+    console.log(`\n${AMOUNT} runs of hello.sh, ${CONNECTIONS} at a time, ${ROUNDS} rounds`);
+    console.log("runner        median/s   best/s   median ÷ floor   best ÷ floor   trellis is × (median)");
     for (const name of Object.keys(results)) {
-      const rate = mean(results[name]);
+      const m = median(results[name]);
+      const b = best(results[name]);
       console.log(
-        `${name.padEnd(12)} ${rate.toFixed(0).padStart(11)} ${(rate / floorRate).toFixed(3).padStart(20)} ${(mean(results.trellis) / rate).toFixed(2).padStart(14)}`,
+        `${name.padEnd(12)} ${m.toFixed(0).padStart(9)} ${b.toFixed(0).padStart(8)} ${(m / median(results.floor)).toFixed(3).padStart(16)} ` +
+          `${(b / best(results.floor)).toFixed(3).padStart(14)} ${(median(results.trellis) / m).toFixed(2).padStart(22)}`,
       );
     }
 

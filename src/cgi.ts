@@ -238,6 +238,21 @@ function baseEnv(o: CGIOptions): Record<string, string> {
   return env;
 }
 
+/**
+ * The variable name for a request header (`x-foo` → `HTTP_X_FOO`), or null for headers that
+ * are not passed. Cached: the same few names come with every request.
+ */
+const headerVars = new Map<string, string | null>();
+function headerVar(name: string): string | null {
+  let v = headerVars.get(name);
+  if (v === undefined) {
+    // Pseudo-headers (HTTP/2) and names with "_" are skipped: "X_Foo" must not pose as "X-Foo".
+    v = NOT_PASSED.has(name) || !/^[a-z0-9-]+$/.test(name) ? null : "HTTP_" + name.toUpperCase().replace(/-/g, "_");
+    if (headerVars.size < 1000) headerVars.set(name, v);
+  }
+  return v;
+}
+
 /** Request headers that never become `HTTP_*` variables. */
 const NOT_PASSED = new Set([
   "content-type", // CONTENT_TYPE
@@ -328,6 +343,7 @@ export class CGIScript extends Resource {
   /** The options given (a File's registry passed in their place is ignored). */
   readonly options: CGIOptions;
   readonly #limiter: CGILimiter;
+  readonly #documentRoot: string;
 
   constructor(filename: string, options?: CGIOptions);
   /** As a File processor (`new P(path, registry)`): the registry is not used. */
@@ -339,6 +355,7 @@ export class CGIScript extends Resource {
     this.filename = path.resolve(filename);
     this.options = plainOptions(options);
     checkOptions(this.options, new.target.name);
+    this.#documentRoot = path.resolve(this.options.documentRoot ?? path.dirname(this.filename));
     this.#limiter = this.options.limiter ?? (this.options.maxConcurrent ? new CGILimiter(this.options.maxConcurrent) : CGILimiter.shared);
   }
 
@@ -368,7 +385,7 @@ export class CGIScript extends Resource {
   }
 
   /** Checks before running (FilteredScript checks the script file exists); an error page stops the run. */
-  protected async precheck(_request: Request): Promise<ErrorPage | undefined> {
+  protected precheck(_request: Request): Promise<ErrorPage | undefined> | undefined {
     return undefined;
   }
 
@@ -402,7 +419,7 @@ export class CGIScript extends Resource {
     const local = request.getHost();
     const client = request.getClientAddress();
     const secure = request.isSecure();
-    const docRoot = path.resolve(o.documentRoot ?? path.dirname(this.filename));
+    const docRoot = this.#documentRoot;
     env.GATEWAY_INTERFACE = "CGI/1.1";
     const server = request.res.getHeader("server");
     env.SERVER_SOFTWARE = typeof server === "string" ? server : `trellis/${VERSION}`;
@@ -432,11 +449,10 @@ export class CGIScript extends Resource {
     }
     const headers = req.headers;
     for (const name in headers) {
-      // Pseudo-headers (HTTP/2) and names with "_" are skipped: "X_Foo" must not pose as "X-Foo".
-      if (NOT_PASSED.has(name) || !/^[a-z0-9-]+$/.test(name)) continue;
+      const key = headerVar(name);
       const v = headers[name];
-      if (v === undefined) continue;
-      env["HTTP_" + name.toUpperCase().replace(/-/g, "_")] = Array.isArray(v) ? v.join(", ") : v;
+      if (key === null || v === undefined) continue;
+      env[key] = Array.isArray(v) ? v.join(", ") : v;
     }
     if (env.HTTP_HOST === undefined && typeof headers[":authority"] === "string") env.HTTP_HOST = headers[":authority"];
     if (o.passAuthorization) {
@@ -466,7 +482,8 @@ export class CGIScript extends Resource {
   async #serve(request: Request): Promise<Awaited<RenderResult>> {
     const o = this.options;
     if (request.postpath.some((s) => s.includes("\0"))) return new NoResource().render(request);
-    const bad = await this.precheck(request);
+    const check = this.precheck(request);
+    const bad = check === undefined ? undefined : await check;
     if (bad) return bad.render(request);
 
     // What comes on stdin. A locally redirected request is a GET: its body went to the first script.
@@ -802,9 +819,13 @@ class CGIRun {
     }
     if (this.request.aborted) return this.#onClientClose();
     this.#written += chunk.length;
+    const written = this.request.write(chunk);
+    // HTTP/1 says when its buffer is full; HTTP/2's compatibility response does not, so
+    // there every chunk waits for the write to be taken.
+    if ((this.request.res as { writableNeedDrain?: boolean }).writableNeedDrain === false) return;
     const stdout = this.child.stdout!;
     stdout.pause();
-    this.request.write(chunk).then(() => {
+    written.then(() => {
       if (!this.#stdoutEnded) stdout.resume();
     });
   }
