@@ -9,7 +9,8 @@ const kind = process.argv[2];
 let handler;
 if (kind === "bare") {
   handler = (req, res) => {
-    res.writeHead(200, { "Content-Type": "text/html; charset=utf-8", "Content-Length": 13 });
+    // The same headers trellis sends by default.
+    res.writeHead(200, { Server: "trellis/0.1.0", "Content-Type": "text/html; charset=utf-8", "Content-Length": 13 });
     res.end(BODY);
   };
 } else {
@@ -34,11 +35,18 @@ if (kind === "bare") {
   } else {
     throw new Error(`unknown server kind ${kind}`);
   }
-  handler = new Site(root, { serverHeader: false }).handler;
+  handler = new Site(root).handler;
 }
 const server = http.createServer({ keepAliveTimeout: 10000 }, handler);
 server.listen(0, "127.0.0.1", () => process.send({ port: server.address().port }));
 process.on("message", (m) => {
-  if (m === "rss") process.send({ rss: process.memoryUsage().rss });
+  if (m === "rss") {
+    globalThis.gc?.();
+    process.send({ rss: process.memoryUsage().rss });
+  }
+  if (m === "cpu") {
+    const u = process.cpuUsage();
+    process.send({ cpu: u.user + u.system });
+  }
   if (m === "exit") process.exit(0);
 });

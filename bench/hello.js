@@ -3,7 +3,7 @@
 // tree), under the same autocannon load, alternated, in one run. Then the RSS of the
 // trellis server after 20k and after 200k requests.
 //
-//   npm run bench:hello                   (10 s per round, 2 rounds)
+//   npm run bench:hello                   (10 s per server per round, 3 rounds)
 //   DURATION=20 ROUNDS=3 node bench/hello.js
 //
 // Each server runs in its own process pinned to CPU 0 (when taskset exists); autocannon
@@ -14,7 +14,7 @@ const { join } = require("node:path");
 const autocannon = require("autocannon");
 
 const DURATION = Number(process.env.DURATION ?? 10);
-const ROUNDS = Number(process.env.ROUNDS ?? 2);
+const ROUNDS = Number(process.env.ROUNDS ?? 3);
 const CONNECTIONS = 64;
 
 const hasTaskset = (() => {
@@ -34,8 +34,8 @@ if (hasTaskset) {
 function start(kind) {
   const args = [join(__dirname, "hello-server.js"), kind];
   const child = hasTaskset
-    ? fork(args[0], [kind], { execPath: "taskset", execArgv: ["-c", "0", process.execPath] })
-    : fork(args[0], [kind]);
+    ? fork(args[0], [kind], { execPath: "taskset", execArgv: ["-c", "0", process.execPath, "--expose-gc"] })
+    : fork(args[0], [kind], { execArgv: ["--expose-gc"] });
   return new Promise((resolve, reject) => {
     child.once("message", (m) => resolve({ child, port: m.port }));
     child.once("exit", (code) => reject(new Error(`${kind} server exited with ${code}`)));
@@ -71,16 +71,19 @@ function load(url, opts) {
       console.log(`round ${round} ${name.padEnd(5)} ${r.requests.average.toFixed(0).padStart(7)} req/s  p99 ${r.latency.p99} ms`);
     }
   }
-  const mean = (xs) => xs.reduce((a, b) => a + b, 0) / xs.length;
-  const bare = mean(results.bare.map((x) => x.rps));
-  console.log("\nserver   req/s (mean)   p99 ms (worst)   ratio to bare node:http");
+  // Rounds drift with whatever else the machine does, so each server is compared with the
+  // bare server of the same round, and the median of those paired ratios is reported.
+  const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+  console.log("\nserver   req/s (median)   p99 ms (worst)   ratio to bare node:http (median of rounds)");
   for (const name of ["bare", "hello", "deep"]) {
-    const rps = mean(results[name].map((x) => x.rps));
+    const rps = median(results[name].map((x) => x.rps));
     const p99 = Math.max(...results[name].map((x) => x.p99));
-    console.log(`${name.padEnd(8)} ${rps.toFixed(0).padStart(12)} ${String(p99).padStart(16)} ${(rps / bare).toFixed(3).padStart(14)}`);
+    const ratio = median(results[name].map((x, i) => x.rps / results.bare[i].rps));
+    console.log(`${name.padEnd(8)} ${rps.toFixed(0).padStart(14)} ${String(p99).padStart(16)} ${ratio.toFixed(3).padStart(14)}`);
   }
 
-  // Memory: a fresh trellis server, 20k requests, RSS; 180k more, RSS again.
+  // Memory: a fresh trellis server, 20k requests, RSS; 180k more, RSS again. The server
+  // collects garbage before each reading, so what is compared is memory still held.
   const fresh = await start("hello");
   const url = `http://127.0.0.1:${fresh.port}/hello`;
   await load(url, { amount: 20000 });

@@ -3,7 +3,7 @@
  * client sent, and the response being written. The Twisted request API in camelCase, over
  * Node's `req`/`res` (HTTP/1 and the HTTP/2 compatibility API alike).
  */
-import type { IncomingHttpHeaders, IncomingMessage, OutgoingHttpHeaders, ServerResponse } from "node:http";
+import { type IncomingHttpHeaders, type IncomingMessage, type OutgoingHttpHeaders, ServerResponse } from "node:http";
 import type { Http2ServerRequest, Http2ServerResponse } from "node:http2";
 import type { TLSSocket } from "node:tls";
 import { BodyReader, mergeLimits, type BodyLimits, type BodySink, type BodySource, type ParsedForm, type UploadedFile } from "./body";
@@ -30,6 +30,10 @@ export interface ISite {
   readonly sessionStore?: SessionStore;
   /** Idle time after which a session expires, in ms. Default 15 minutes. */
   readonly sessionTimeout?: number;
+  /** The `Server` header every response carries, if any. */
+  readonly serverHeader?: string;
+  /** Reports an error to the site's error log. */
+  logError(message: string, error?: unknown): void;
 }
 
 /** Session data: values a session store can keep (a shared store will want them JSON-serialisable). */
@@ -139,13 +143,12 @@ export function parseTarget(target: string): ParsedTarget | undefined {
   const q = rest.indexOf("?");
   const path = q < 0 ? rest : rest.slice(0, q);
   const query = q < 0 ? "" : rest.slice(q + 1);
-  const raw = path.slice(1).split("/");
-  const segments = new Array<string>(raw.length);
-  for (let i = 0; i < raw.length; i++) {
-    const s = raw[i];
-    if (s.indexOf("%") < 0) {
-      segments[i] = s;
-    } else {
+  const segments = path.slice(1).split("/");
+  // Most paths have no escapes at all: one scan of the path spares a scan per segment.
+  if (path.indexOf("%") >= 0) {
+    for (let i = 0; i < segments.length; i++) {
+      const s = segments[i];
+      if (s.indexOf("%") < 0) continue;
       try {
         segments[i] = decodeURIComponent(s);
       } catch {
@@ -157,6 +160,8 @@ export function parseTarget(target: string): ParsedTarget | undefined {
 }
 
 const RESOLVED = Promise.resolve();
+// Node's own end(): when a response still has it, nothing intercepts the body.
+const nodeEnd = ServerResponse.prototype.end;
 
 function destroySource(source: unknown): void {
   const s = source as { destroy?(): void; on?(event: string, f: () => void): void; [Symbol.asyncIterator]?(): AsyncIterator<unknown> };
@@ -220,6 +225,8 @@ export class Request implements IRequest {
   /** When the request arrived (ms since the epoch). */
   readonly startTime = Date.now();
 
+  readonly #res: NodeResponse;
+  #guarded = false;
   #args?: Record<string, string[]>;
   #finished = false;
   #finishPromise?: Promise<void>;
@@ -238,9 +245,9 @@ export class Request implements IRequest {
     readonly site: ISite,
     /** Node's request: the escape hatch to everything raw. */
     readonly req: NodeRequest,
-    /** Node's response: the escape hatch to everything raw. */
-    readonly res: NodeResponse,
+    res: NodeResponse,
   ) {
+    this.#res = res;
     this.method = req.method ?? "GET";
     this.uri = req.url ?? "/";
     this.clientproto = `HTTP/${req.httpVersion}`;
@@ -256,6 +263,19 @@ export class Request implements IRequest {
       this.postpath = [];
       this.validTarget = false;
     }
+  }
+
+  /**
+   * Node's response: the escape hatch to everything raw. Node reports a write after end on
+   * it as an 'error' event, which unheard would take the process down, so the first use
+   * attaches a listener that logs it instead (requests that never touch it skip the cost).
+   */
+  get res(): NodeResponse {
+    if (!this.#guarded) {
+      this.#guarded = true;
+      this.#res.on("error", (err: Error) => this.site.logError(`error on the response to ${this.method} ${this.uri}`, err));
+    }
+    return this.#res;
   }
 
   // ---- input -------------------------------------------------------------------------
@@ -302,7 +322,7 @@ export class Request implements IRequest {
   }
 
   #reader(): BodyReader {
-    return (this.#body ??= new BodyReader(this.req as unknown as BodySource, this.res as unknown as BodySink, this.bodyLimits()));
+    return (this.#body ??= new BodyReader(this.req as unknown as BodySource, this.#res as unknown as BodySink, this.bodyLimits()));
   }
 
   /**
@@ -369,49 +389,49 @@ export class Request implements IRequest {
 
   /** The response status code. */
   get code(): number {
-    return this.res.statusCode;
+    return this.#res.statusCode;
   }
 
   /** Sets the response status, and on HTTP/1 an optional reason phrase. */
   setResponseCode(code: number, message?: string): void {
     if (!Number.isInteger(code) || code < 100 || code > 999) throw new RangeError(`invalid HTTP status code ${code}`);
-    this.res.statusCode = code;
+    this.#res.statusCode = code;
     if (message !== undefined && this.req.httpVersionMajor === 1) {
       checkHeaderURL(message);
-      (this.res as ServerResponse).statusMessage = message;
+      (this.#res as ServerResponse).statusMessage = message;
     }
   }
 
   /** Sets (replaces) a response header. Throws on CR/LF or an invalid name. */
   setHeader(name: string, value: string | number | readonly string[]): void {
-    this.res.setHeader(name, value as string);
+    this.#res.setHeader(name, value as string);
   }
 
   /** Adds a value to a response header, keeping the ones already set. */
   addHeader(name: string, value: string): void {
-    const old = this.res.getHeader(name);
-    if (old === undefined) this.res.setHeader(name, value);
-    else this.res.setHeader(name, Array.isArray(old) ? [...old, value] : [String(old), value]);
+    const old = this.#res.getHeader(name);
+    if (old === undefined) this.#res.setHeader(name, value);
+    else this.#res.setHeader(name, Array.isArray(old) ? [...old, value] : [String(old), value]);
   }
 
   /** A response header already set, or undefined. */
   getResponseHeader(name: string): string | number | string[] | undefined {
-    return this.res.getHeader(name);
+    return this.#res.getHeader(name);
   }
 
   /** Removes a response header. */
   removeHeader(name: string): void {
-    this.res.removeHeader(name);
+    this.#res.removeHeader(name);
   }
 
   /** All response headers set so far. */
   get responseHeaders(): OutgoingHttpHeaders {
-    return this.res.getHeaders();
+    return this.#res.getHeaders();
   }
 
   /** True once the status line and headers have gone out. */
   get headersSent(): boolean {
-    return this.res.headersSent;
+    return this.#res.headersSent;
   }
 
   /** True once `finish()` was called. */
@@ -421,24 +441,33 @@ export class Request implements IRequest {
 
   /** True when the client went away before the response completed. */
   get aborted(): boolean {
-    const res = this.res;
+    const res = this.#res;
     if (sent(res)) return false;
     return res.destroyed || this.req.socket?.destroyed === true || (this.req as Http2ServerRequest).stream?.destroyed === true;
   }
 
-  /** Sets the default headers just before the first byte of the response. */
-  #beforeHeaders(): void {
-    const res = this.res;
-    const status = res.statusCode;
+  /** Whether this response must ask an HTTP/1 client to close the connection. */
+  #mustClose(): boolean {
     // Node announces the last request of maxRequestsPerSocket with "Connection: close" but
     // then keeps the socket open; saying it ourselves makes Node close it after the response.
-    if ((this.site.closing || (res as { maxRequestsOnConnectionReached?: boolean }).maxRequestsOnConnectionReached === true) && this.req.httpVersionMajor === 1) {
-      res.setHeader("Connection", "close");
-    }
+    return (
+      (this.site.closing || (this.#res as { maxRequestsOnConnectionReached?: boolean }).maxRequestsOnConnectionReached === true) &&
+      this.req.httpVersionMajor === 1
+    );
+  }
+
+  /** Sets the default headers just before the first byte of the response. */
+  #beforeHeaders(): void {
+    const res = this.#res;
+    const status = res.statusCode;
+    const server = this.site.serverHeader;
+    if (server !== undefined && !res.hasHeader("server")) res.setHeader("Server", server);
+    if (this.#mustClose()) res.setHeader("Connection", "close");
     if (this.defaultContentType !== null && status !== 204 && status !== 304 && !res.hasHeader("content-type")) {
       res.setHeader("Content-Type", this.defaultContentType);
     }
   }
+
 
   /**
    * Writes part of the body. The returned promise resolves when more may be written: await
@@ -446,7 +475,7 @@ export class Request implements IRequest {
    * data is dropped (see `aborted`).
    */
   write(data: string | Uint8Array): Promise<void> {
-    const res = this.res;
+    const res = this.#res;
     if (this.#finished || res.writableEnded) throw new Error(`write() after finish() for ${this.method} ${this.uri}`);
     if (!res.headersSent) this.#beforeHeaders();
     if (this.aborted) return RESOLVED;
@@ -468,7 +497,7 @@ export class Request implements IRequest {
   finish(): void {
     if (this.#finished) return;
     this.#finished = true;
-    const res = this.res;
+    const res = this.#res;
     if (!res.headersSent) this.#beforeHeaders();
     res.end();
   }
@@ -478,20 +507,37 @@ export class Request implements IRequest {
    * site for string and byte results; available to resources that have the whole body.
    */
   finishWith(body: string | Uint8Array): void {
-    const res = this.res;
+    const res = this.#res;
     if (this.#finished || res.writableEnded) throw new Error(`finishWith() after finish() for ${this.method} ${this.uri}`);
     this.#finished = true;
-    if (!res.headersSent) {
-      this.#beforeHeaders();
-      const status = res.statusCode;
-      if (status !== 204 && status !== 304 && !(status >= 100 && status < 200)) {
-        const length = typeof body === "string" ? Buffer.byteLength(body) : body.byteLength;
-        res.setHeader("Content-Length", length);
-        if (this.method !== "HEAD") this.sentLength += length;
-      }
+    if (res.headersSent) {
+      (res as ServerResponse).end(body);
+      return;
     }
+    const status = res.statusCode;
+    const hasBody = status >= 200 && status !== 204 && status !== 304;
+    const length = hasBody ? (typeof body === "string" ? Buffer.byteLength(body) : body.byteLength) : 0;
+    if (hasBody && this.method !== "HEAD") this.sentLength += length;
+    if (res.end !== nodeEnd) {
+      // Something intercepts the body (an encoder): it must see the headers still open.
+      this.#beforeHeaders();
+      if (hasBody) res.setHeader("Content-Length", length);
+      (res as ServerResponse).end(body);
+      return;
+    }
+    // The common case, in one writeHead: Node then validates and stores each header once.
+    const headers: OutgoingHttpHeaders = {};
+    const server = this.site.serverHeader;
+    if (server !== undefined && !res.hasHeader("server")) headers.Server = server;
+    if (this.#mustClose()) headers.Connection = "close";
+    if (hasBody) {
+      if (this.defaultContentType !== null && !res.hasHeader("content-type")) headers["Content-Type"] = this.defaultContentType;
+      headers["Content-Length"] = length;
+    }
+    (res as ServerResponse).writeHead(status, headers);
     (res as ServerResponse).end(body);
   }
+
 
   /**
    * Streams `source` as the rest of the body with backpressure, then finishes. Resolves when
@@ -500,7 +546,7 @@ export class Request implements IRequest {
    */
   pipeFrom(source: NodeJS.ReadableStream | AsyncIterable<string | Uint8Array>): Promise<void> {
     if (this.#finished) return Promise.reject(new Error(`pipeFrom() after finish() for ${this.method} ${this.uri}`));
-    const res = this.res;
+    const res = this.#res;
     if (this.method === "HEAD") {
       // HEAD never reads the body it would have sent.
       destroySource(source);
@@ -567,7 +613,7 @@ export class Request implements IRequest {
   /** Resolves when the response has been sent; rejects with ConnectionLost if the client goes first. */
   notifyFinish(): Promise<void> {
     if (this.#finishPromise === undefined) {
-      const res = this.res;
+      const res = this.#res;
       this.#finishPromise = new Promise<void>((resolve, reject) => {
         if (sent(res)) return resolve();
         if (this.aborted) return reject(new ConnectionLost());

@@ -169,14 +169,13 @@ export class Site implements ISite {
   /** See `SiteOptions.sessionTimeout`. */
   readonly sessionTimeout?: number;
 
-  #serverHeader: string | undefined;
+  /** The `Server` header sent on every response (undefined: none). */
+  readonly serverHeader: string | undefined;
   #log: ((line: string, request: Request) => void) | undefined;
   #logStream: WriteStream | undefined;
   #errorLog: (message: string, error?: unknown) => void;
   #errorTemplate: (code: number, brief: string, detail: string) => string;
   #sessions = new Set<Http2Session>();
-  #onResponseError = (err: Error) => this.logError("error on a response", err);
-
   /** The `(req, res)` function to give to `http.createServer`, https, http2 (compat) or another framework. */
   readonly handler: (req: NodeRequest, res: NodeResponse) => void;
 
@@ -189,7 +188,7 @@ export class Site implements ISite {
     this.bodyLimits = options.bodyLimits;
     this.sessionStore = options.sessionStore;
     this.sessionTimeout = options.sessionTimeout;
-    this.#serverHeader = options.serverHeader === false ? undefined : (options.serverHeader ?? `trellis/${VERSION}`);
+    this.serverHeader = options.serverHeader === false ? undefined : (options.serverHeader ?? `trellis/${VERSION}`);
     this.#errorLog = options.errorLog ?? defaultErrorLog;
     const tpl = options.errorPage;
     this.#errorTemplate =
@@ -254,10 +253,6 @@ export class Site implements ISite {
 
   #handle(req: NodeRequest, res: NodeResponse, expectContinue = false): void {
     const request = new Request(this, req, res);
-    // Node reports a write after end (say, through the raw `res` escape hatch) as an 'error'
-    // event; unheard, it would take the process down.
-    res.on("error", this.#onResponseError);
-    if (this.#serverHeader !== undefined) res.setHeader("Server", this.#serverHeader);
     const log = this.#log;
     if (log !== undefined) res.once("close", () => this.#writeLog(log, request));
     if (!request.validTarget) {
@@ -373,7 +368,6 @@ export class Site implements ISite {
     }
     try {
       for (const name of res.getHeaderNames()) res.removeHeader(name);
-      if (this.#serverHeader !== undefined) res.setHeader("Server", this.#serverHeader);
       request.setResponseCode(500);
       request.setHeader("Content-Type", "text/html; charset=utf-8");
       const detail = this.displayTracebacks
@@ -447,7 +441,7 @@ export class Site implements ISite {
     }
     const [status, reason] = CLIENT_ERRORS[err.code ?? ""] ?? [400, "Bad Request"];
     const body = `${status} ${reason}\n`;
-    const server = this.#serverHeader === undefined ? "" : `Server: ${this.#serverHeader}\r\n`;
+    const server = this.serverHeader === undefined ? "" : `Server: ${this.serverHeader}\r\n`;
     socket.end(
       `HTTP/1.1 ${status} ${reason}\r\n${server}Date: ${new Date().toUTCString()}\r\n` +
         `Content-Type: text/plain; charset=utf-8\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`,

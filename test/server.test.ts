@@ -18,6 +18,7 @@ import { once, raw, request, serve, statusOf, type Running } from "./helpers";
 import { ConnectionLost, Request } from "../src/request";
 import { type IResource, Resource } from "../src/resource";
 import { NOT_DONE_YET, Site } from "../src/server";
+import { VERSION } from "../src/version";
 
 /** A deferred value: a promise and the functions that settle it. */
 function deferred<T = void>() {
@@ -951,4 +952,32 @@ describe("limits", { timeout: 30_000 }, () => {
       await s.close();
     }
   });
+});
+
+test("a resource's own Server header is kept and sent once, on the writeHead path and the streaming path", async () => {
+  class Own extends Resource {
+    override isLeaf = true;
+    render_GET(request: Request) {
+      request.setHeader("Server", "mine/1");
+      return request.postpath[0] === "stream" ? Readable.from(["a", "b"]) : "body";
+    }
+  }
+  const s = await serve(new Own());
+  try {
+    for (const path of ["/", "/stream"]) {
+      const r = await request(s.base + path);
+      assert.equal(r.status, 200);
+      const servers = r.rawHeaders.filter((_, i, a) => i % 2 === 1 && a[i - 1].toLowerCase() === "server");
+      assert.deepEqual(servers, ["mine/1"], path);
+    }
+    const plain = await serve(new Resource());
+    try {
+      const r = await request(plain.base + "/missing");
+      assert.deepEqual(r.rawHeaders.filter((_, i, a) => i % 2 === 1 && a[i - 1].toLowerCase() === "server"), [`trellis/${VERSION}`]);
+    } finally {
+      await plain.close();
+    }
+  } finally {
+    await s.close();
+  }
 });
