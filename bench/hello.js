@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // Hello-world throughput: bare node:http vs trellis (a hello leaf, and a 10-segment deep
-// tree), under the same autocannon load, alternated, in one run. Then the RSS of the
-// trellis server after 20k and after 200k requests.
+// tree), under the same autocannon load, alternated, in one run. Then the RSS of a
+// trellis server (and a bare one, for reference) after 20k, 200k and 400k requests.
 //
 //   npm run bench:hello                   (10 s per server per round, 3 rounds)
 //   DURATION=20 ROUNDS=3 node bench/hello.js
@@ -82,17 +82,27 @@ function load(url, opts) {
     console.log(`${name.padEnd(8)} ${rps.toFixed(0).padStart(14)} ${String(p99).padStart(16)} ${ratio.toFixed(3).padStart(14)}`);
   }
 
-  // Memory: a fresh trellis server, 20k requests, RSS; 180k more, RSS again. The server
-  // collects garbage before each reading, so what is compared is memory still held.
-  const fresh = await start("hello");
-  const url = `http://127.0.0.1:${fresh.port}/hello`;
-  await load(url, { amount: 20000 });
-  const rss20k = await ask(fresh.child, "rss");
-  await load(url, { amount: 180000 });
-  const rss200k = await ask(fresh.child, "rss");
-  console.log(`\nRSS after 20k requests ${(rss20k / 2 ** 20).toFixed(1)} MiB, after 200k ${(rss200k / 2 ** 20).toFixed(1)} MiB: ${((rss200k / rss20k - 1) * 100).toFixed(1)}%`);
+  // Memory: fresh servers (trellis and bare, for reference), RSS after 20k, 200k and 400k
+  // requests. Each server collects garbage before a reading, so what is compared is memory
+  // still held; the bare server shows how much of any growth is Node's own warming up.
+  const fresh = [];
+  for (const [kind, path] of [["hello", "/hello"], ["bare", "/"]]) {
+    const server = await start(kind);
+    fresh.push(server);
+    const url = `http://127.0.0.1:${server.port}${path}`;
+    const rss = [];
+    for (const amount of [20000, 180000, 200000]) {
+      await load(url, { amount });
+      rss.push(await ask(server.child, "rss"));
+    }
+    const mib = rss.map((x) => (x / 2 ** 20).toFixed(1));
+    console.log(
+      `${kind === "bare" ? "bare node:http" : "trellis hello"} RSS after 20k / 200k / 400k requests: ${mib.join(" / ")} MiB ` +
+        `(200k vs 20k: ${((rss[1] / rss[0] - 1) * 100).toFixed(1)}%, 400k vs 200k: ${((rss[2] / rss[1] - 1) * 100).toFixed(1)}%)`,
+    );
+  }
 
-  for (const s of [...Object.values(servers), fresh]) s.child.send("exit");
+  for (const s of [...Object.values(servers), ...fresh]) s.child.send("exit");
 })().catch((err) => {
   console.error(err);
   process.exit(1);

@@ -210,8 +210,6 @@ export class Request implements IRequest {
   readonly path: string;
   /** The raw query string, without `?`. */
   readonly queryString: string;
-  /** `HTTP/1.0`, `HTTP/1.1` or `HTTP/2.0`. */
-  readonly clientproto: string;
   /** Segments already walked. */
   prepath: string[] = [];
   /** Segments still to walk. */
@@ -250,7 +248,6 @@ export class Request implements IRequest {
     this.#res = res;
     this.method = req.method ?? "GET";
     this.uri = req.url ?? "/";
-    this.clientproto = `HTTP/${req.httpVersion}`;
     const target = parseTarget(this.uri);
     if (target) {
       this.path = target.path;
@@ -276,6 +273,11 @@ export class Request implements IRequest {
       this.#res.on("error", (err: Error) => this.site.logError(`error on the response to ${this.method} ${this.uri}`, err));
     }
     return this.#res;
+  }
+
+  /** `HTTP/1.0`, `HTTP/1.1` or `HTTP/2.0`. */
+  get clientproto(): string {
+    return `HTTP/${this.req.httpVersion}`;
   }
 
   // ---- input -------------------------------------------------------------------------
