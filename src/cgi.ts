@@ -20,7 +20,6 @@ import type { Request } from "./request";
 import { ErrorPage, getChildForRequest, type IRequest, type IResource, NoResource, type RenderResult, Resource } from "./resource";
 import { NOT_DONE_YET, type Site } from "./server";
 import type { Registry } from "./static";
-import { VERSION } from "./version";
 
 /** How a script ended, for `CGIOptions.onExit`. */
 export interface CGIExit {
@@ -421,8 +420,8 @@ export class CGIScript extends Resource {
     const secure = request.isSecure();
     const docRoot = this.#documentRoot;
     env.GATEWAY_INTERFACE = "CGI/1.1";
-    const server = request.res.getHeader("server");
-    env.SERVER_SOFTWARE = typeof server === "string" ? server : `trellis/${VERSION}`;
+    // The Server header, or just the name when the site hides its version.
+    env.SERVER_SOFTWARE = (request.site as { serverHeader?: string }).serverHeader ?? "trellis";
     env.SERVER_NAME = request.getRequestHostname() || local.host || "localhost";
     env.SERVER_ADDR = local.host;
     env.SERVER_PORT = String(local.port || (secure ? 443 : 80));

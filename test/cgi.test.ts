@@ -161,11 +161,13 @@ describe("CGIScript", () => {
         passAuthorization: true,
         remoteUser: (req) => (req.getHeader("x-user") ? { user: req.getHeader("x-user")!, authType: "Digest" } : undefined),
       }),
+      { serverHeader: "example/2.0" },
     );
     try {
       const r = await request(`${s.base}/`, { headers: { Authorization: "Basic YWxpY2U6c2VjcmV0", "X-User": "alice" } });
       const env = (JSON.parse(r.text) as Seen).env;
       assert.equal(env.GITWEB_CONFIG, "/some/where.conf");
+      assert.equal(env.SERVER_SOFTWARE, "example/2.0");
       assert.equal(env.SERVER_NAME, "canonical.example");
       assert.equal(env.TRELLIS_TEST_PASSED, "passed");
       assert.equal("TRELLIS_TEST_UNSET" in env, false);
