@@ -5,6 +5,7 @@
 import { escapeHtml, Resource } from "trellis";
 import { serveExample } from "./serve";
 import * as asyncExample from "./async";
+import * as cgi from "./cgi";
 import * as form from "./form";
 import * as gzip from "./gzip";
 import * as hello from "./hello";
@@ -29,6 +30,7 @@ const mounts: Mount[] = [
   { name: "form", title: "Forms and uploads", links: [""], resource: form.build() },
   { name: "session", title: "Sessions: a visit counter", links: ["", "logout"], resource: session.build() },
   { name: "gzip", title: "Compressed responses (Brotli, gzip)", links: ["page", "stream"], resource: gzip.build() },
+  { name: "cgi", title: "CGI: a Perl script, a PHP page and a CGI directory", links: ["hello.pl", "hello.pl/extra?x=1", "form.php?q=hi", "bin/hello.pl/info"], resource: cgi.build() },
   { name: "static", title: "Static files: a listing, an .rjs script, an .asis file", links: ["", "hello", "hello/deeper", "teapot.asis", "sub", "logo.svg"], resource: staticFiles.build() },
 ];
 

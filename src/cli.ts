@@ -13,6 +13,7 @@ import { pathToFileURL } from "node:url";
 import type { Request } from "./request";
 import { getChildForRequest, type IRequest, type IResource, type RenderResult, Resource } from "./resource";
 import { type ListenOptions, Site, type SiteOptions } from "./server";
+import { CGIDirectory, CGIScript } from "./cgi";
 import { ResourceScript } from "./script";
 import { ASISProcessor, type DotfilesPolicy, File, type FileOptions, type Processor, type SymlinkPolicy } from "./static";
 import { VERSION } from "./version";
@@ -51,6 +52,7 @@ const WEB_OPTIONS = {
   class: { type: "string" },
   "resource-script": { type: "string" },
   "add-header": { type: "string", multiple: true },
+  "cgi-bin": { type: "string", multiple: true },
   "display-tracebacks": { type: "boolean" },
   notracebacks: { type: "boolean", short: "n" },
   help: { type: "boolean", short: "h" },
@@ -61,7 +63,7 @@ const WEB_HELP = `Usage: trellis web [options]
 Serve a directory, a resource class or a resource script over HTTP.
 
 What to serve (one of; default: a test page):
-      --path DIR              serve DIR (files, listings, .rjs and .asis processors)
+      --path DIR              serve DIR (files, listings, .rjs, .asis and .cgi processors)
       --class MOD#EXPORT      a resource class as the root (made with no arguments)
       --resource-script FILE  a .rjs script as the root (reloaded when it changes)
 
@@ -75,7 +77,7 @@ Where to listen (default: tcp:8080):
 
 With --path:
   -i, --index NAME            repeatable: index names, replacing the default
-                              (index.html, index.htm, index.rjs, index.asis)
+                              (index.html, index.htm, index.rjs, index.asis, index.cgi)
   -m, --mime-type TYPE        type of files with an unknown extension
                               (default application/octet-stream)
       --ignore-ext EXT        repeatable: let URLs leave out EXT (/foo finds foo.rjs)
@@ -88,6 +90,10 @@ With --path:
       --follow-symlinks WHERE inside (default), any, or never
       --precompressed         serve NAME.br / NAME.gz to clients that accept them
       --cache-control VALUE   a Cache-Control header for files
+
+CGI (with --path, or alone):
+      --cgi-bin /URL=DIR      repeatable: every executable in DIR is a CGI script
+                              under /URL (as http.server's cgi_directories)
 
 Everything:
   -l, --logfile FILE          access log (Combined Log Format); "-" for standard
@@ -114,6 +120,7 @@ Commands:
 const PATH_PROCESSORS: Record<string, Processor> = {
   ".rjs": ResourceScript,
   ".asis": ASISProcessor,
+  ".cgi": CGIScript,
 };
 
 /** One place to listen. */
@@ -130,6 +137,8 @@ export interface WebConfig {
   root: { kind: "path"; path: string; file: FileOptions; processorSpecs: [string, string][]; allowAnyExt: boolean } | { kind: "class"; spec: string } | { kind: "script"; path: string } | { kind: "test" };
   endpoints: Endpoint[];
   headers: [string, string][];
+  /** `--cgi-bin` mounts: a first-level URL segment and a directory. */
+  cgiBins: { segment: string; dir: string }[];
   site: SiteOptions;
   /** Where the access log goes: a file, or standard output. */
   logfile: string;
@@ -298,11 +307,31 @@ export function webConfig(argv: string[], cwd = process.cwd()): WebConfig | "hel
     }
   }
 
+  const cgiBins: WebConfig["cgiBins"] = [];
+  for (const spec of values["cgi-bin"] ?? []) {
+    const m = /^\/([^/=]+)=(.+)$/.exec(spec);
+    if (!m) throw new UsageError(`--cgi-bin: "${spec}" is not /URL=DIR with a one-segment URL (e.g. /cgi-bin=./cgi-bin)`);
+    const dir = resolve(cwd, m[2]);
+    let isDir = false;
+    try {
+      isDir = statSync(dir).isDirectory();
+    } catch {
+      // reported just below
+    }
+    if (!isDir) throw new UsageError(`--cgi-bin: "${m[2]}" is not a directory`);
+    if (cgiBins.some((c) => c.segment === m[1])) throw new UsageError(`--cgi-bin: /${m[1]} is given twice`);
+    cgiBins.push({ segment: m[1], dir });
+  }
+  if (cgiBins.length > 0 && (root.kind === "class" || root.kind === "script")) {
+    throw new UsageError(`--cgi-bin applies with --path DIR or alone, not with --${root.kind === "class" ? "class" : "resource-script"}`);
+  }
+
   if (values.notracebacks) warnings.push("--notracebacks has no effect: tracebacks are shown only with --display-tracebacks");
   return {
     root,
     endpoints,
     headers: (values["add-header"] ?? []).map(parseHeader),
+    cgiBins,
     site: { displayTracebacks: values["display-tracebacks"] === true },
     logfile: values.logfile ?? "-",
     warnings,
@@ -378,7 +407,8 @@ export async function buildRoot(config: WebConfig, cwd = process.cwd()): Promise
       }
       const file = new File(r.path, { ...r.file, processors });
       if (r.allowAnyExt) file.ignoreExt("*");
-      // Later: `.cgi` processing and --cgi-bin mounts attach here, on `file`.
+      // CGI directories are mounted over the files: a file or directory of the same name is hidden.
+      for (const c of config.cgiBins) file.putChild(c.segment, new CGIDirectory(c.dir));
       root = file;
       break;
     }
@@ -394,7 +424,13 @@ export async function buildRoot(config: WebConfig, cwd = process.cwd()): Promise
       root = new ResourceScript(r.path);
       break;
     default:
-      root = new TestPage();
+      if (config.cgiBins.length > 0) {
+        // Only CGI directories: the test page stays at "/".
+        const top = new Resource();
+        top.putChild("", new TestPage());
+        for (const c of config.cgiBins) top.putChild(c.segment, new CGIDirectory(c.dir));
+        root = top;
+      } else root = new TestPage();
   }
   return config.headers.length > 0 ? new HeaderAdder(root, config.headers) : root;
 }

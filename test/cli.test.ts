@@ -336,6 +336,9 @@ describe("usage", { concurrency: true }, () => {
     [["--path", "site", "--processor", "shout"], /--processor: "shout" is not \.EXT=MODULE#EXPORT/],
     [["--resource-script", "nope.rjs"], /--resource-script: "nope.rjs" is not a file/],
     [["stray"], /Unexpected argument 'stray'/],
+    [["--cgi-bin", "cgi-bin"], /--cgi-bin: "cgi-bin" is not \/URL=DIR/],
+    [["--cgi-bin", "/a/b=site"], /--cgi-bin: "\/a\/b=site" is not \/URL=DIR with a one-segment URL/],
+    [["--cgi-bin", "/cgi=no/such/dir"], /--cgi-bin: "no\/such\/dir" is not a directory/],
   ];
   for (const [args, message] of bad) {
     test(`web ${args.join(" ")}: a UsageError naming the problem`, () => {
@@ -382,6 +385,33 @@ describe("usage", { concurrency: true }, () => {
     assert.equal(v.code, 0);
     assert.match(v.stdout, /^trellis \d+\.\d+\.\d+/);
   });
+});
+
+test("--path runs .cgi files as CGI scripts, and --cgi-bin /URL=DIR mounts CGI directories", async () => {
+  const fixtures = join(ROOT, "test", "fixtures", "cgi");
+  const cli = await startCli(["--port", "tcp:0:interface=127.0.0.1", "--path", join(fixtures, "www"), "--cgi-bin", `/cgi-bin=${fixtures}`]);
+  try {
+    const script = await request(local(cli) + "/hello.cgi/x");
+    assert.equal(script.status, 200);
+    assert.equal(script.text, "cgi /hello.cgi/x\n");
+    const mounted = await request(local(cli) + "/cgi-bin/hello.sh");
+    assert.equal(mounted.status, 200);
+    assert.equal(mounted.text, "Hello, CGI\n");
+    const plain = await request(local(cli) + "/plain.txt");
+    assert.equal(plain.status, 200, "other files are still served as files");
+  } finally {
+    await stop(cli);
+  }
+});
+
+test("--cgi-bin alone keeps the test page at /", async () => {
+  const cli = await startCli(["--port", "tcp:0:interface=127.0.0.1", "--cgi-bin", `/bin=${join(ROOT, "test", "fixtures", "cgi")}`]);
+  try {
+    assert.equal((await request(local(cli) + "/bin/hello.sh")).text, "Hello, CGI\n");
+    assert.equal((await request(local(cli) + "/")).status, 200);
+  } finally {
+    await stop(cli);
+  }
 });
 
 test("npx trellis web --path DIR works from the repository", async () => {
