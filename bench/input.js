@@ -6,7 +6,7 @@
 // Then the peak RSS of a fresh trellis server receiving one multipart upload of 20 MiB,
 // 200 MiB and 1000 MiB (streamed to a temporary file): it should stay flat.
 //
-//   flock /tmp/trellis-bench.lock node bench/input.js      (10 s per round, 2 rounds)
+//   npm run bench:input                                   (10 s per round, 2 rounds)
 //   DURATION=20 ROUNDS=3 node bench/input.js
 //
 // Each server runs in its own process pinned to CPU 0 (when taskset exists); autocannon

@@ -2,7 +2,7 @@
 /**
  * Static files: trellis's File against sirv, send (through serve-static) and nginx, in one run.
  *
- *   npm run build && flock /tmp/trellis-bench.lock node bench/static.js
+ *   npm run bench:static
  *
  * 1. A 1 KiB file: requests per second (wrk, 50 connections).
  * 2. An 8 MiB file: bytes per second (wrk, 8 connections).
