@@ -136,3 +136,14 @@ export function statusOf(rawText: string): number {
 export function once<T = unknown>(emitter: NodeJS.EventEmitter, event: string): Promise<T> {
   return new Promise((resolve) => emitter.once(event, (v: T) => resolve(v)));
 }
+
+/** A promise settled from outside: the promise and the functions that settle it. */
+export function deferred<T = void>(): { promise: Promise<T>; resolve: (v: T) => void; reject: (e: unknown) => void } {
+  let resolve!: (v: T) => void;
+  let reject!: (e: unknown) => void;
+  const promise = new Promise<T>((a, b) => {
+    resolve = a;
+    reject = b;
+  });
+  return { promise, resolve, reject };
+}

@@ -14,20 +14,10 @@ import { join } from "node:path";
 import { Readable } from "node:stream";
 import { after, before, describe, test } from "node:test";
 import { setTimeout as delay } from "node:timers/promises";
+import { deferred } from "./helpers";
 import type { Request } from "../src/request";
 import { type IResource, Resource } from "../src/resource";
 import { NOT_DONE_YET, Site } from "../src/server";
-
-/** A promise settled from outside. */
-function deferred<T = void>() {
-  let resolve!: (v: T) => void;
-  let reject!: (e: unknown) => void;
-  const promise = new Promise<T>((a, b) => {
-    resolve = a;
-    reject = b;
-  });
-  return { promise, resolve, reject };
-}
 
 /** Makes a self-signed certificate for localhost, or undefined without openssl. */
 function makeCert(dir: string): { key: string; cert: string } | undefined {

@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { Readable } from "node:stream";
 import { after, before, describe, test } from "node:test";
-import { raw, request, serve, statusOf, type Running } from "./helpers";
+import { raw, request, serve, statusOf, type Running, deferred } from "./helpers";
 import { Request } from "../src/request";
 import { ErrorPage, ForbiddenResource, getChildForRequest, type IRequest, type IResource, NoResource, Resource } from "../src/resource";
 import { NOT_DONE_YET } from "../src/server";
@@ -333,17 +333,6 @@ function splitReply(data: string): { head: string; body: string } {
   const i = data.indexOf("\r\n\r\n");
   assert.ok(i > 0, `no complete header section in ${JSON.stringify(data)}`);
   return { head: data.slice(0, i), body: data.slice(i + 4) };
-}
-
-/** A deferred value: a promise and the functions that settle it. */
-function deferred<T = void>() {
-  let resolve!: (v: T) => void;
-  let reject!: (e: unknown) => void;
-  const promise = new Promise<T>((a, b) => {
-    resolve = a;
-    reject = b;
-  });
-  return { promise, resolve, reject };
 }
 
 describe("render results", { timeout: 30_000 }, () => {

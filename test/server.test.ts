@@ -14,22 +14,11 @@ import { join } from "node:path";
 import { Readable } from "node:stream";
 import { after, before, describe, test } from "node:test";
 import { setTimeout as delay } from "node:timers/promises";
-import { once, raw, request, serve, statusOf, type Running } from "./helpers";
+import { once, raw, request, serve, statusOf, type Running, deferred } from "./helpers";
 import { ConnectionLost, Request } from "../src/request";
 import { type IResource, Resource } from "../src/resource";
 import { NOT_DONE_YET, Site } from "../src/server";
 import { VERSION } from "../src/version";
-
-/** A deferred value: a promise and the functions that settle it. */
-function deferred<T = void>() {
-  let resolve!: (v: T) => void;
-  let reject!: (e: unknown) => void;
-  const promise = new Promise<T>((a, b) => {
-    resolve = a;
-    reject = b;
-  });
-  return { promise, resolve, reject };
-}
 
 /** A leaf whose GET is `fn`. */
 function leaf(fn: (request: Request) => unknown): Resource {

@@ -4,7 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
-import { raw, request, serve, statusOf, type Running } from "./helpers";
+import { raw, request, serve, statusOf, type Running, deferred } from "./helpers";
 import type { Request } from "../src/request";
 import { type IResource, Resource } from "../src/resource";
 import { ChildRedirector, DeferredResource, ParentRedirect, Redirect, redirectTo } from "../src/util";
@@ -147,17 +147,6 @@ describe("redirects", { timeout: 30_000 }, () => {
 });
 
 describe("DeferredResource", { timeout: 30_000 }, () => {
-  /** A promise settled from outside. */
-  function deferred<T>() {
-    let resolve!: (v: T) => void;
-    let reject!: (e: unknown) => void;
-    const promise = new Promise<T>((a, b) => {
-      resolve = a;
-      reject = b;
-    });
-    return { promise, resolve, reject };
-  }
-
   test("waits for its resource, then walks the rest of the path from it", async () => {
     const later = deferred<IResource>();
     const root = new Resource();
