@@ -12,7 +12,7 @@
 // Servers, their scripts and the floor all run pinned to CPU 0 (when taskset exists; children
 // inherit it); the client runs here, on CPU 1. 127.0.0.1 only.
 "use strict";
-const { execFileSync, fork, spawn } = require("node:child_process");
+const { fork, spawn } = require("node:child_process");
 const { chmodSync, mkdtempSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } = require("node:fs");
 const { tmpdir } = require("node:os");
 const { join } = require("node:path");
@@ -26,20 +26,8 @@ const PYTHON = process.env.PYTHON ?? "/usr/bin/python3";
 // and Node's HTTP client refuses a head that mixes in bare LFs.
 const HELLO = "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\nHello, CGI\\n'\n";
 
-const hasTaskset = (() => {
-  try {
-    execFileSync("taskset", ["-c", "0", "true"]);
-    return true;
-  } catch {
-    return false;
-  }
-})();
-if (hasTaskset && process.argv[2] === undefined) {
-  try {
-    execFileSync("taskset", ["-cp", "1", String(process.pid)], { stdio: "ignore" });
-  } catch {}
-}
-const pinned = (cmd, args) => (hasTaskset ? ["taskset", ["-c", "0", cmd, ...args]] : [cmd, args]);
+const { hasTaskset, pinLoadGenerator, pinned } = require("./processes");
+if (process.argv[2] === undefined) pinLoadGenerator();
 
 // ---- roles run in child processes --------------------------------------------------------
 

@@ -9,44 +9,18 @@
 // Each server runs in its own process pinned to CPU 0 (when taskset exists); autocannon
 // runs here, on the other CPU. 64 connections, no pipelining, 127.0.0.1 only.
 "use strict";
-const { fork, execFileSync } = require("node:child_process");
 const { join } = require("node:path");
 const autocannon = require("autocannon");
+const { ask, forkServer, pinLoadGenerator } = require("./processes");
 
 const DURATION = Number(process.env.DURATION ?? 10);
 const ROUNDS = Number(process.env.ROUNDS ?? 3);
 const CONNECTIONS = 64;
 
-const hasTaskset = (() => {
-  try {
-    execFileSync("taskset", ["-c", "0", "true"]);
-    return true;
-  } catch {
-    return false;
-  }
-})();
-if (hasTaskset) {
-  try {
-    execFileSync("taskset", ["-cp", "1", String(process.pid)], { stdio: "ignore" });
-  } catch {}
-}
+pinLoadGenerator();
 
-function start(kind) {
-  const args = [join(__dirname, "hello-server.js"), kind];
-  const child = hasTaskset
-    ? fork(args[0], [kind], { execPath: "taskset", execArgv: ["-c", "0", process.execPath, "--expose-gc"] })
-    : fork(args[0], [kind], { execArgv: ["--expose-gc"] });
-  return new Promise((resolve, reject) => {
-    child.once("message", (m) => resolve({ child, port: m.port }));
-    child.once("exit", (code) => reject(new Error(`${kind} server exited with ${code}`)));
-  });
-}
+const start = (kind) => forkServer(join(__dirname, "hello-server.js"), [kind], ["--expose-gc"]);
 
-const ask = (child, what) =>
-  new Promise((resolve) => {
-    child.once("message", (m) => resolve(m[what]));
-    child.send(what);
-  });
 
 function load(url, opts) {
   return new Promise((resolve, reject) => {

@@ -1,0 +1,48 @@
+// How the benchmarks place their processes: each server in its own process on CPU 0, the
+// load generator on CPU 1 (with taskset, where it exists), so that the two never compete.
+"use strict";
+const { execFileSync, fork } = require("node:child_process");
+
+/** True when `taskset` can pin processes to a CPU. */
+const hasTaskset = (() => {
+  try {
+    execFileSync("taskset", ["-c", "0", "true"]);
+    return true;
+  } catch {
+    return false;
+  }
+})();
+
+/** Moves this process (the load generator) to CPU 1. */
+function pinLoadGenerator() {
+  if (!hasTaskset) return;
+  try {
+    execFileSync("taskset", ["-cp", "1", String(process.pid)], { stdio: "ignore" });
+  } catch {}
+}
+
+/** `[command, args]` that run `cmd args…` on CPU 0. */
+const pinned = (cmd, args) => (hasTaskset ? ["taskset", ["-c", "0", cmd, ...args]] : [cmd, args]);
+
+/**
+ * Forks a Node server script on CPU 0 and resolves with it and the port it reports in its
+ * first message (`{ port }`).
+ */
+function forkServer(script, args, execArgv = []) {
+  const child = hasTaskset
+    ? fork(script, args, { execPath: "taskset", execArgv: ["-c", "0", process.execPath, ...execArgv] })
+    : fork(script, args, { execArgv });
+  return new Promise((resolve, reject) => {
+    child.once("message", (m) => resolve({ child, port: m.port }));
+    child.once("exit", (code) => reject(new Error(`${script} ${args.join(" ")} exited with ${code}`)));
+  });
+}
+
+/** Sends `what` to a forked server and resolves with the field of that name in its answer. */
+const ask = (child, what) =>
+  new Promise((resolve) => {
+    child.once("message", (m) => resolve(m[what]));
+    child.send(what);
+  });
+
+module.exports = { hasTaskset, pinLoadGenerator, pinned, forkServer, ask };
