@@ -424,13 +424,22 @@ test("npx trellis web --path DIR works from the repository", async () => {
         const m = /listening on (\S+)/.exec(out);
         if (m) resolve(m[1]);
       });
-      child.once("exit", (code) => reject(new Error(`npx exited with ${code}`)));
+      let err = "";
+      child.stderr.on("data", (d: Buffer) => (err += d));
+      child.once("exit", (code) => reject(new Error(`npx exited with ${code}: ${err}`)));
     });
     assert.equal((await request(`http://127.0.0.1:${port(url)}/hello.txt`)).text, "hello from the cli\n");
   } finally {
-    // npx runs the CLI in a child of its own: signal the whole group we started.
-    const exited = new Promise((resolve) => child.once("exit", resolve));
-    process.kill(-child.pid!, "SIGTERM");
-    await exited;
+    // npx runs the CLI in a child of its own: signal the whole group we started, unless it
+    // is gone already (then a failure above is the one to report, not the cleanup's).
+    if (child.exitCode === null && child.signalCode === null) {
+      const exited = new Promise((resolve) => child.once("exit", resolve));
+      try {
+        process.kill(-child.pid!, "SIGTERM");
+        await exited;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== "ESRCH") throw err;
+      }
+    }
   }
 });
