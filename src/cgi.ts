@@ -284,7 +284,7 @@ function errorPage(request: Request, code: number, brief: string, detail: string
 function sendError(request: Request, code: number, brief: string, detail: string, extra?: Record<string, string>): void {
   const res = request.res;
   if (request.finished || res.headersSent) {
-    if (!res.writableFinished) res.destroy();
+    if (!res.writableEnded) request.abortConnection();
     return;
   }
   if (request.aborted) return;
@@ -864,7 +864,7 @@ class CGIRun {
         const declared = this.#block?.contentLength;
         if (declared !== undefined && this.#written < declared) {
           logError(this.request, `CGI script ${this.#name}: output ended after ${this.#written} of its ${declared}-byte Content-Length; connection closed`);
-          this.request.res.destroy();
+          this.request.abortConnection();
           return;
         }
         this.request.finish();
@@ -925,7 +925,7 @@ class CGIRun {
       sendError(this.request, 504, "Gateway Timeout", "The script did not answer in time.");
     } else if (!this.#stdoutEnded && !this.request.res.writableFinished) {
       // Mid-body: a cut connection, so the client cannot take a truncated body as complete.
-      this.request.res.destroy();
+      this.request.abortConnection();
     }
     this.child.stdout?.resume();
   }

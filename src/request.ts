@@ -4,7 +4,8 @@
  * Node's `req`/`res` (HTTP/1 and the HTTP/2 compatibility API alike).
  */
 import { type IncomingHttpHeaders, type IncomingMessage, type OutgoingHttpHeaders, ServerResponse } from "node:http";
-import type { Http2ServerRequest, Http2ServerResponse } from "node:http2";
+import { constants as http2Constants, type Http2ServerRequest, type Http2ServerResponse } from "node:http2";
+import { Socket } from "node:net";
 import type { TLSSocket } from "node:tls";
 import { BodyReader, mergeLimits, type BodyLimits, type BodySink, type BodySource, type ParsedForm, type UploadedFile } from "./body";
 import { evaluatePreconditions, formatHttpDate, normalizeETag } from "./conditional";
@@ -610,6 +611,35 @@ export class Request implements IRequest {
       if (this.aborted) await it.return?.();
     }
     this.finish();
+  }
+
+  /**
+   * Ends a response that cannot be completed so that no client takes it for a whole one: the
+   * way for any resource to give up once the headers went out. On plain HTTP/1 TCP the
+   * connection is reset, because a close-delimited body (HTTP/1.0) cut with an ordinary
+   * close would look complete; writes still corked in this tick are dropped for the same
+   * reason. An HTTP/2 stream is reset with INTERNAL_ERROR (destroying it would end it with
+   * NO_ERROR, which clients take for a complete body). Elsewhere (TLS, UNIX sockets) the
+   * response is destroyed.
+   */
+  abortConnection(): void {
+    this.#finished = true;
+    const req = this.req;
+    const stream = (req as Http2ServerRequest).stream;
+    if (req.httpVersionMajor === 2 && stream !== undefined) {
+      stream.close(http2Constants.NGHTTP2_INTERNAL_ERROR);
+      return;
+    }
+    const socket = req.socket;
+    if (req.httpVersionMajor === 1 && socket instanceof Socket && !socket.destroyed) {
+      try {
+        socket.resetAndDestroy();
+        return;
+      } catch {
+        // Not a TCP handle (TLS, a UNIX socket): a plain destroy below.
+      }
+    }
+    this.#res.destroy();
   }
 
   /** Resolves when the response has been sent; rejects with ConnectionLost if the client goes first. */

@@ -4,9 +4,8 @@
  */
 import { createWriteStream, type WriteStream } from "node:fs";
 import * as http from "node:http";
-import { constants as http2Constants, type Http2SecureServer, type Http2Server, type Http2ServerRequest, type Http2Session } from "node:http2";
+import type { Http2SecureServer, Http2Server, Http2Session } from "node:http2";
 import * as https from "node:https";
-import { Socket } from "node:net";
 import type { Duplex } from "node:stream";
 import { BodyError, type BodyLimits } from "./body";
 import { escapeHtml } from "./html";
@@ -107,31 +106,6 @@ function describe(v: unknown): string {
   return `a ${typeof v}`;
 }
 
-/**
- * Ends a response that cannot be completed so that no client takes it for a whole one. On
- * plain HTTP/1 TCP the connection is reset: a close-delimited body (HTTP/1.0) cut with an
- * ordinary close would look complete. Writes still corked in this tick are dropped for the
- * same reason. An HTTP/2 stream is reset with INTERNAL_ERROR (destroying it would end it
- * with NO_ERROR, which clients take for a complete body). Elsewhere (TLS, UNIX sockets) the
- * response is destroyed.
- */
-function cut(request: Request): void {
-  const stream = (request.req as Http2ServerRequest).stream;
-  if (request.req.httpVersionMajor === 2 && stream !== undefined) {
-    stream.close(http2Constants.NGHTTP2_INTERNAL_ERROR);
-    return;
-  }
-  const socket = request.req.socket;
-  if (request.req.httpVersionMajor === 1 && socket instanceof Socket && !socket.destroyed) {
-    try {
-      socket.resetAndDestroy();
-      return;
-    } catch {
-      // Not a TCP handle (TLS, a UNIX socket): a plain destroy below.
-    }
-  }
-  request.res.destroy();
-}
 
 /**
  * How often Node checks the header and request timeouts: its 30 s default would let a slow
@@ -363,7 +337,7 @@ export class Site implements ISite {
     const res = request.res;
     if (res.writableEnded) return; // the client already has a complete response
     if (res.headersSent || request.finished) {
-      cut(request);
+      request.abortConnection();
       return;
     }
     try {
@@ -380,7 +354,7 @@ export class Site implements ISite {
       request.finishWith(page);
     } catch (again) {
       this.logError("could not send the 500 page; closing the connection", again);
-      res.destroy();
+      request.abortConnection();
     }
   }
 

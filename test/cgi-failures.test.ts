@@ -233,6 +233,27 @@ describe("CGI failures", () => {
     }
   });
 
+  test("a timeout mid-body on HTTP/1.0 resets the connection: a close-delimited body never looks complete", async () => {
+    const { s, exits: ex } = await alone("group.sh", { timeout: 300 });
+    try {
+      // HTTP/1.0 has no framing: only a reset, not an ordinary close, tells the client the
+      // body was cut.
+      const ending = await new Promise<{ data: string; how: "reset" | "end" }>((resolve, reject) => {
+        const socket = net.connect(s.port, "127.0.0.1", () => socket.write("GET / HTTP/1.0\r\n\r\n"));
+        let data = "";
+        socket.on("data", (c: Buffer) => (data += c.toString("latin1")));
+        socket.on("end", () => resolve({ data, how: "end" }));
+        socket.on("error", (err: NodeJS.ErrnoException) => (err.code === "ECONNRESET" ? resolve({ data, how: "reset" }) : reject(err)));
+      });
+      assert.match(ending.data, /^HTTP\/1\.[01] 200 /);
+      assert.equal(ending.how, "reset", "the cut body ended like a complete one");
+      const [pid] = ending.data.slice(ending.data.indexOf("\r\n\r\n") + 4).trim().split(" ").map(Number);
+      assert.equal((await ex.of(pid)).timedOut, true);
+    } finally {
+      await s.close();
+    }
+  });
+
   test("a client that hangs up mid-output: the script is killed", async () => {
     const { s, exits: ex } = await alone("forever.sh", { timeout: 0 });
     try {
