@@ -290,6 +290,8 @@ export class Site implements ISite {
       return;
     }
     if (result === CACHED) {
+      // A 304 or 412 decided by the validators carries no body, so no type for one either.
+      request.defaultContentType = null;
       if (request.code === 304) {
         request.removeHeader("Content-Type");
         request.removeHeader("Content-Length");

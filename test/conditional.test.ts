@@ -110,6 +110,19 @@ describe("conditional requests over real sockets", () => {
     });
   }
 
+  test("a 412 answered through CACHED: empty, with no Content-Type for a body it does not have", async () => {
+    const s = await serve(new Doc("etag-first"));
+    try {
+      const r = await raw(s.port, 'GET /doc HTTP/1.1\r\nHost: x\r\nIf-Match: "other"\r\nConnection: close\r\n\r\n');
+      assert.equal(statusOf(r.data), 412);
+      assert.doesNotMatch(r.data, /content-type/i);
+      assert.match(r.data, /\r\ncontent-length: 0\r\n/i);
+      assert.match(r.data, /\r\n\r\n$/, "no body");
+    } finally {
+      await s.close();
+    }
+  });
+
   test("the raw 304: no body, no Content-Length, no Transfer-Encoding, the connection stays open", async () => {
     const s = await serve(new Doc("etag-first"));
     try {
