@@ -169,8 +169,8 @@ export interface BodySink extends NodeJS.EventEmitter {
 const NullProto = function () {} as unknown as { new (): Record<string, never> };
 NullProto.prototype = Object.create(null);
 
-/** A new empty dictionary for form fields or files. */
-function emptyRecord<T>(): Record<string, T> {
+/** A new empty dictionary (for fields, files, arguments): safe keys, and fast. */
+export function emptyRecord<T>(): Record<string, T> {
   return new NullProto() as Record<string, T>;
 }
 

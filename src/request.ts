@@ -7,7 +7,7 @@ import { type IncomingHttpHeaders, type IncomingMessage, type OutgoingHttpHeader
 import { constants as http2Constants, type Http2ServerRequest, type Http2ServerResponse } from "node:http2";
 import { Socket } from "node:net";
 import type { TLSSocket } from "node:tls";
-import { BodyReader, mergeLimits, type BodyLimits, type BodySink, type BodySource, type ParsedForm, type UploadedFile } from "./body";
+import { BodyReader, emptyRecord, mergeLimits, type BodyLimits, type BodySink, type BodySource, type ParsedForm, type UploadedFile } from "./body";
 import { evaluatePreconditions, formatHttpDate, normalizeETag } from "./conditional";
 import { parseCookieHeader, serializeCookie, type CookieOptions } from "./cookies";
 import type { IRequest } from "./resource";
@@ -286,7 +286,7 @@ export class Request implements IRequest {
   /** Query arguments (`+` as space, repeated keys kept), parsed on first use. */
   get args(): Record<string, string[]> {
     if (this.#args === undefined) {
-      const args: Record<string, string[]> = Object.create(null);
+      const args = emptyRecord<string[]>();
       if (this.queryString) {
         for (const [k, v] of new URLSearchParams(this.queryString)) (args[k] ??= []).push(v);
       }
@@ -359,7 +359,7 @@ export class Request implements IRequest {
 
   /** Uploaded files by field name, once the form was read (empty before). Removed when the request ends. */
   get files(): Record<string, UploadedFile[]> {
-    return (this.#files ??= Object.create(null) as Record<string, UploadedFile[]>);
+    return (this.#files ??= emptyRecord<UploadedFile[]>());
   }
 
   /** The cookies the client sent (name → value), parsed on first use; malformed ones are skipped. */

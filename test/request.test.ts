@@ -76,6 +76,8 @@ describe("what the client sent", { timeout: 30_000 }, () => {
           queryString: r.queryString,
           clientproto: r.clientproto,
           args: r.args,
+          argKeys: Object.keys(r.args),
+          inheritsToString: "toString" in r.args,
           host: r.getHeader("HOST"),
           multi: r.getHeader("x-multi"),
           missing: r.getHeader("x-missing") ?? "undefined",
@@ -103,6 +105,14 @@ describe("what the client sent", { timeout: 30_000 }, () => {
     const got = await ask(s.base + "/echo/x?a=1&b=x+y&a=2&c=%2B%26%3D&empty=&bare&%C3%A9=%E2%9C%93");
     assert.deepEqual(got.args, { a: ["1", "2"], b: ["x y"], c: ["+&="], empty: [""], bare: [""], "\u00e9": ["\u2713"] });
     assert.deepEqual((await ask(s.base + "/echo/x")).args, {});
+  });
+
+  test("args: keys named like Object.prototype members are plain arguments, nothing inherited", async () => {
+    const got = await ask(s.base + "/echo/x?__proto__=p&constructor=c&toString=t");
+    assert.deepEqual(got.argKeys, ["__proto__", "constructor", "toString"]);
+    assert.equal(got.inheritsToString, true, "toString is the query's own argument here");
+    const plain = await ask(s.base + "/echo/x?a=1");
+    assert.equal(plain.inheritsToString, false, "no toString inherited from Object.prototype");
   });
 
   test("getHeader: any case, repeated headers joined, undefined when absent", async () => {
