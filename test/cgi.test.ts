@@ -4,9 +4,8 @@
  * File processors, HTTPS and HTTP/2.
  */
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, readdirSync, rmSync } from "node:fs";
 import * as http from "node:http";
 import * as http2 from "node:http2";
 import * as https from "node:https";
@@ -20,7 +19,7 @@ import { type IResource, Resource } from "../src/resource";
 import { Site } from "../src/server";
 import { File } from "../src/static";
 import { FIXTURES, respondQuery } from "./cgi-fixtures";
-import { raw, request, serve, type Running } from "./helpers";
+import { raw, request, selfSignedCert, serve, type Running } from "./helpers";
 
 const script = (name: string, options?: CGIOptions) => new CGIScript(join(FIXTURES, name), options);
 
@@ -498,13 +497,7 @@ describe("CGIScript", () => {
     let tls: { key: string; cert: string };
     before(() => {
       dir = mkdtempSync(join(tmpdir(), "trellis-cgi-tls-"));
-      execFileSync(
-        "openssl",
-        ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj", "/CN=localhost",
-          "-keyout", join(dir, "key.pem"), "-out", join(dir, "cert.pem")],
-        { stdio: "ignore" },
-      );
-      tls = { key: readFileSync(join(dir, "key.pem"), "utf8"), cert: readFileSync(join(dir, "cert.pem"), "utf8") };
+      tls = selfSignedCert(dir);
     });
     after(() => rmSync(dir, { recursive: true, force: true }));
 

@@ -4,7 +4,7 @@
  * SIGINT/SIGTERM, and exit status 2 with a message naming the bad option.
  */
 import assert from "node:assert/strict";
-import { type ChildProcess, execFileSync, spawn } from "node:child_process";
+import { type ChildProcess, spawn } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import * as http from "node:http";
 import * as https from "node:https";
@@ -12,7 +12,7 @@ import * as net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
-import { ROOT, request } from "./helpers";
+import { ROOT, request, selfSignedCert } from "./helpers";
 import { buildRoot, UsageError, webConfig } from "../src/cli";
 
 const CLI = join(ROOT, "dist", "cli.js");
@@ -263,9 +263,7 @@ describe("options", () => {
   });
 
   test("several endpoints: two --listen, a UNIX socket and HTTPS with --certificate/--privkey", async () => {
-    const key = join(dir, "key.pem");
-    const cert = join(dir, "cert.pem");
-    execFileSync("openssl", ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert, "-days", "1", "-subj", "/CN=localhost"], { stdio: "ignore" });
+    const { keyPath: key, certPath: cert } = selfSignedCert(dir);
     const sock = join(dir, "web.sock");
     const cli = await startCli(
       ["--path", site, "--listen", "tcp:0:interface=127.0.0.1", "--listen", "tcp:port=0:interface=127.0.0.1", "--listen", `unix:${sock}`, "--https", "0", "-c", cert, "-k", key],

@@ -2,7 +2,8 @@
  * Test helpers: a Site listening on 127.0.0.1 with a free port, HTTP requests over real
  * sockets, and raw TCP exchanges for malformed input.
  */
-import { existsSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import { existsSync, readFileSync } from "node:fs";
 import * as http from "node:http";
 import { dirname, join } from "node:path";
 import * as net from "node:net";
@@ -146,4 +147,25 @@ export function deferred<T = void>(): { promise: Promise<T>; resolve: (v: T) => 
     reject = b;
   });
   return { promise, resolve, reject };
+}
+
+/**
+ * Makes a self-signed certificate for localhost (and 127.0.0.1) in `dir` with openssl, and
+ * returns the PEM texts and their paths. Without openssl it fails saying what to install.
+ */
+export function selfSignedCert(dir: string): { key: string; cert: string; keyPath: string; certPath: string } {
+  const keyPath = join(dir, "key.pem");
+  const certPath = join(dir, "cert.pem");
+  try {
+    execFileSync(
+      "openssl",
+      ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1",
+        "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+        "-keyout", keyPath, "-out", certPath],
+      { stdio: "ignore" },
+    );
+  } catch (err) {
+    throw new Error(`cannot make a test certificate: install the openssl package (${(err as Error).message})`);
+  }
+  return { key: readFileSync(keyPath, "utf8"), cert: readFileSync(certPath, "utf8"), keyPath, certPath };
 }

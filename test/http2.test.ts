@@ -4,8 +4,7 @@
  * The certificate is made with openssl at test time.
  */
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import * as http2 from "node:http2";
 import * as https from "node:https";
 import type { AddressInfo } from "node:net";
@@ -14,26 +13,10 @@ import { join } from "node:path";
 import { Readable } from "node:stream";
 import { after, before, describe, test } from "node:test";
 import { setTimeout as delay } from "node:timers/promises";
-import { deferred } from "./helpers";
+import { deferred, selfSignedCert } from "./helpers";
 import type { Request } from "../src/request";
 import { type IResource, Resource } from "../src/resource";
 import { NOT_DONE_YET, Site } from "../src/server";
-
-/** Makes a self-signed certificate for localhost, or undefined without openssl. */
-function makeCert(dir: string): { key: string; cert: string } | undefined {
-  try {
-    execFileSync(
-      "openssl",
-      ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1",
-        "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
-        "-keyout", join(dir, "key.pem"), "-out", join(dir, "cert.pem")],
-      { stdio: "ignore" },
-    );
-    return { key: readFileSync(join(dir, "key.pem"), "utf8"), cert: readFileSync(join(dir, "cert.pem"), "utf8") };
-  } catch {
-    return undefined;
-  }
-}
 
 interface H2Reply {
   headers: http2.IncomingHttpHeaders;
@@ -60,7 +43,7 @@ function h2(session: http2.ClientHttp2Session, path: string, headers: http2.Outg
 
 describe("HTTP/2 and HTTP/1.1 over TLS on one port", { timeout: 60_000 }, () => {
   let dir: string;
-  let tls: { key: string; cert: string } | undefined;
+  let tls: { key: string; cert: string };
   let site: Site;
   let server: http2.Http2SecureServer;
   let port: number;
@@ -72,8 +55,7 @@ describe("HTTP/2 and HTTP/1.1 over TLS on one port", { timeout: 60_000 }, () => 
 
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), "trellis-h2-"));
-    tls = makeCert(dir);
-    if (!tls) return;
+    tls = selfSignedCert(dir);
     const root = new Resource();
     const leaf = (name: string, fn: (r: Request) => unknown, extra: Record<string, unknown> = {}) => {
       const r = new Resource();
@@ -175,14 +157,7 @@ describe("HTTP/2 and HTTP/1.1 over TLS on one port", { timeout: 60_000 }, () => 
     rmSync(dir, { recursive: true, force: true });
   });
 
-  const needTLS = (t: { skip(msg: string): void }) => {
-    if (tls) return false;
-    t.skip("openssl is not available");
-    return true;
-  };
-
-  test("an HTTP/2 request: status, Content-Length, Server, Date", async (t) => {
-    if (needTLS(t)) return;
+  test("an HTTP/2 request: status, Content-Length, Server, Date", async () => {
     const r = await h2(session, "/hello");
     assert.equal(r.headers[":status"], 200);
     assert.equal(r.text, "hello over HTTP/2.0");
@@ -192,8 +167,7 @@ describe("HTTP/2 and HTTP/1.1 over TLS on one port", { timeout: 60_000 }, () => 
     assert.ok(r.headers.date);
   });
 
-  test("an HTTP/1.1 request over TLS on the same port", async (t) => {
-    if (needTLS(t)) return;
+  test("an HTTP/1.1 request over TLS on the same port", async () => {
     const r = await new Promise<{ status: number; body: string; alpn: string | false | null }>((resolve, reject) => {
       https
         .get({ host: "127.0.0.1", port, path: "/hello", ca: tls!.cert, servername: "localhost", agent: false }, (res) => {
@@ -207,8 +181,7 @@ describe("HTTP/2 and HTTP/1.1 over TLS on one port", { timeout: 60_000 }, () => 
     assert.equal(r.body, "hello over HTTP/1.1");
   });
 
-  test("the Request API over HTTP/2 (:authority as Host, https)", async (t) => {
-    if (needTLS(t)) return;
+  test("the Request API over HTTP/2 (:authority as Host, https)", async () => {
     const got = JSON.parse((await h2(session, "/info/a%2Fb/?x=1&x=2")).text);
     assert.deepEqual(got, {
       proto: "HTTP/2.0",
@@ -226,23 +199,20 @@ describe("HTTP/2 and HTTP/1.1 over TLS on one port", { timeout: 60_000 }, () => 
     assert.equal((await h2(session, "/deep/seg%20x")).text, "seg x:deep/seg x");
   });
 
-  test("streams, async iterables and NOT_DONE_YET", async (t) => {
-    if (needTLS(t)) return;
+  test("streams, async iterables and NOT_DONE_YET", async () => {
     assert.equal((await h2(session, "/stream")).text, "one two three");
     assert.equal((await h2(session, "/iterable")).text, "ab");
     assert.equal((await h2(session, "/later")).text, "later done");
   });
 
-  test("HEAD: no body, the GET's Content-Length", async (t) => {
-    if (needTLS(t)) return;
+  test("HEAD: no body, the GET's Content-Length", async () => {
     const r = await h2(session, "/hello", { ":method": "HEAD" });
     assert.equal(r.headers[":status"], 200);
     assert.equal(r.body.length, 0);
     assert.equal(r.headers["content-length"], String(Buffer.byteLength("hello over HTTP/2.0")));
   });
 
-  test("404, 405 with Allow, OPTIONS", async (t) => {
-    if (needTLS(t)) return;
+  test("404, 405 with Allow, OPTIONS", async () => {
     const nf = await h2(session, "/nope");
     assert.equal(nf.headers[":status"], 404);
     assert.match(nf.text, /No Such Resource/);
@@ -255,8 +225,7 @@ describe("HTTP/2 and HTTP/1.1 over TLS on one port", { timeout: 60_000 }, () => 
     assert.equal((await h2(session, "/post-only", { ":method": "POST" }, "body")).text, "posted");
   });
 
-  test("a throw is a complete 500 page", async (t) => {
-    if (needTLS(t)) return;
+  test("a throw is a complete 500 page", async () => {
     const before = errors.length;
     const r = await h2(session, "/boom");
     assert.equal(r.headers[":status"], 500);
@@ -265,8 +234,7 @@ describe("HTTP/2 and HTTP/1.1 over TLS on one port", { timeout: 60_000 }, () => 
     assert.equal(errors.length, before + 1);
   });
 
-  test("a failure after the headers resets the stream, and the session lives on", async (t) => {
-    if (needTLS(t)) return;
+  test("a failure after the headers resets the stream, and the session lives on", async () => {
     await assert.rejects(h2(session, "/cut"), (err: NodeJS.ErrnoException) => {
       assert.match(err.code ?? err.message, /ERR_HTTP2_STREAM_ERROR|INTERNAL_ERROR|CANCEL/);
       return true;
@@ -274,14 +242,12 @@ describe("HTTP/2 and HTTP/1.1 over TLS on one port", { timeout: 60_000 }, () => 
     assert.equal((await h2(session, "/hello")).text, "hello over HTTP/2.0");
   });
 
-  test("notifyFinish resolves when the stream completes", async (t) => {
-    if (needTLS(t)) return;
+  test("notifyFinish resolves when the stream completes", async () => {
     assert.equal((await h2(session, "/notify")).text, "notified");
     await (await finishSeen.promise).finished;
   });
 
-  test("notifyFinish rejects when the client cancels the stream", async (t) => {
-    if (needTLS(t)) return;
+  test("notifyFinish rejects when the client cancels the stream", async () => {
     const stream = session.request({ ":path": "/abandoned" });
     stream.on("error", () => {});
     await new Promise((r) => stream.once("data", r));
@@ -290,8 +256,7 @@ describe("HTTP/2 and HTTP/1.1 over TLS on one port", { timeout: 60_000 }, () => 
     assert.equal((await h2(session, "/hello")).text, "hello over HTTP/2.0");
   });
 
-  test("request.write() waits for HTTP/2 flow control", async (t) => {
-    if (needTLS(t)) return;
+  test("request.write() waits for HTTP/2 flow control", async () => {
     const stream = session.request({ ":path": "/big" });
     stream.pause();
     await new Promise((r) => stream.once("response", r));
@@ -308,8 +273,7 @@ describe("HTTP/2 and HTTP/1.1 over TLS on one port", { timeout: 60_000 }, () => 
     assert.equal(received, 64 * 512 * 1024);
   });
 
-  test("site.close() ends the HTTP/2 session and resolves", async (t) => {
-    if (needTLS(t)) return;
+  test("site.close() ends the HTTP/2 session and resolves", async () => {
     const other = http2.connect(`https://localhost:${port}`, { ca: tls!.cert });
     other.on("error", () => {});
     assert.equal((await h2(other, "/hello")).text, "hello over HTTP/2.0");

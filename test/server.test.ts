@@ -4,8 +4,8 @@
  * TCP, UNIX sockets and TLS, graceful close, and the connection limits.
  */
 import assert from "node:assert/strict";
-import { execFileSync, spawn } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { spawn } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
 import * as http from "node:http";
 import * as https from "node:https";
 import * as net from "node:net";
@@ -14,7 +14,7 @@ import { join } from "node:path";
 import { Readable } from "node:stream";
 import { after, before, describe, test } from "node:test";
 import { setTimeout as delay } from "node:timers/promises";
-import { once, raw, request, serve, statusOf, type Running, deferred } from "./helpers";
+import { once, raw, request, serve, statusOf, type Running, deferred, selfSignedCert } from "./helpers";
 import { ConnectionLost, Request } from "../src/request";
 import { type IResource, Resource } from "../src/resource";
 import { NOT_DONE_YET, Site } from "../src/server";
@@ -694,20 +694,10 @@ describe("listening", { timeout: 30_000 }, () => {
 
   describe("TLS", () => {
     let dir: string;
-    let tls: { key: string; cert: string } | undefined;
+    let tls: { key: string; cert: string };
     before(() => {
       dir = mkdtempSync(join(tmpdir(), "trellis-tls-"));
-      try {
-        execFileSync(
-          "openssl",
-          ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj", "/CN=localhost",
-            "-keyout", join(dir, "key.pem"), "-out", join(dir, "cert.pem")],
-          { stdio: "ignore" },
-        );
-        tls = { key: readFileSync(join(dir, "key.pem"), "utf8"), cert: readFileSync(join(dir, "cert.pem"), "utf8") };
-      } catch {
-        tls = undefined;
-      }
+      tls = selfSignedCert(dir);
     });
     after(() => rmSync(dir, { recursive: true, force: true }));
 
@@ -727,8 +717,7 @@ describe("listening", { timeout: 30_000 }, () => {
         x: leaf((request) => `${request.isSecure()} ${request.scheme} ${request.prePathURL()}`),
       });
 
-    test("site.handler with https.createServer: isSecure, https URLs", async (t) => {
-      if (!tls) return t.skip("openssl is not available");
+    test("site.handler with https.createServer: isSecure, https URLs", async () => {
       const site = new Site(secure());
       const server = https.createServer(tls, site.handler);
       site.attach(server);
@@ -742,8 +731,7 @@ describe("listening", { timeout: 30_000 }, () => {
       }
     });
 
-    test("listen({tls}) serves HTTPS", async (t) => {
-      if (!tls) return t.skip("openssl is not available");
+    test("listen({tls}) serves HTTPS", async () => {
       const site = new Site(secure());
       const server = await site.listen({ port: 0, host: "127.0.0.1", tls });
       const port = (server.address() as net.AddressInfo).port;
