@@ -410,21 +410,50 @@ export class Site implements ISite {
 
   /** Answers a request Node's parser refused (400, 408, 431, 501) and closes the connection. */
   #clientError(err: NodeJS.ErrnoException, socket: Duplex): void {
-    const inFlight = (socket as Duplex & { _httpMessage?: http.ServerResponse | null })._httpMessage;
-    if (err.code === "ECONNRESET" || !socket.writable || inFlight?.headersSent) {
+    if (err.code === "ECONNRESET" || !socket.writable) {
       socket.destroy();
       return;
     }
     const [status, reason] = CLIENT_ERRORS[err.code ?? ""] ?? [400, "Bad Request"];
-    const body = `${status} ${reason}\n`;
-    const server = this.serverHeader === undefined ? "" : `Server: ${this.serverHeader}\r\n`;
-    socket.end(
-      `HTTP/1.1 ${status} ${reason}\r\n${server}Date: ${new Date().toUTCString()}\r\n` +
-        `Content-Type: text/plain; charset=utf-8\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`,
-    );
-    // end() half-closes; a client that never closes its side must not hold the socket.
-    setTimeout(() => socket.destroy(), 1000).unref();
+    const answer = () => {
+      if (!socket.writable) {
+        socket.destroy();
+        return;
+      }
+      const body = `${status} ${reason}\n`;
+      const server = this.serverHeader === undefined ? "" : `Server: ${this.serverHeader}\r\n`;
+      socket.end(
+        `HTTP/1.1 ${status} ${reason}\r\n${server}Date: ${new Date().toUTCString()}\r\n` +
+          `Content-Type: text/plain; charset=utf-8\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`,
+      );
+      // end() half-closes; a client that never closes its side must not hold the socket.
+      setTimeout(() => socket.destroy(), 1000).unref();
+    };
+    const inFlight = (socket as Duplex & { _httpMessage?: http.ServerResponse | null })._httpMessage;
+    if (inFlight && !inFlight.writableFinished && !inFlight.req.complete) {
+      // The error is in the body of the request being answered: that request is the bad one.
+      if (inFlight.headersSent) socket.destroy();
+      else answer();
+      return;
+    }
+    if (inFlight && ((inFlight as http.ServerResponse & { _last?: boolean })._last === true || /\bclose\b/i.test(String(inFlight.getHeader("connection") ?? "")))) {
+      // The response going out already ends the connection: nothing may follow it.
+      if (inFlight.writableFinished) socket.end();
+      return;
+    }
+    if (inFlight && !inFlight.writableFinished) {
+      // A bad request pipelined behind one still being answered: the error must come after
+      // that response, never in its place (the client would take it for the answer to the
+      // earlier request).
+      inFlight.once("finish", () => setImmediate(answer));
+      inFlight.once("close", () => {
+        if (!inFlight.writableFinished) socket.destroy();
+      });
+      return;
+    }
+    answer();
   }
+
 
   /**
    * Listens on a port (default 8080), `{port, host}`, `{path}` (UNIX socket), or with `tls`

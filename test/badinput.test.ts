@@ -5,9 +5,10 @@
  */
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
-import { raw, request, serve, statusOf, type Running } from "./helpers";
+import { deferred, raw, request, serve, statusOf, type Running } from "./helpers";
 import type { Request } from "../src/request";
 import { Resource } from "../src/resource";
+import { NOT_DONE_YET } from "../src/server";
 
 class Hello extends Resource {
   override isLeaf = true;
@@ -196,6 +197,38 @@ describe("slow clients", { timeout: 30_000 }, () => {
       assert.equal(reply.closed, true);
       assert.ok(Date.now() - started < 3000);
       assert.equal((await request(s.base + "/hello")).text, "hello []");
+    } finally {
+      await s.close();
+    }
+  });
+});
+
+describe("a bad request pipelined behind a slow one", { timeout: 30_000 }, () => {
+  test("the error answer comes after the earlier response, never in its place", async () => {
+    const waiting = deferred<Request>();
+    class Slow extends Resource {
+      override isLeaf = true;
+      render_GET(request: Request) {
+        waiting.resolve(request);
+        return NOT_DONE_YET;
+      }
+    }
+    const root = new Resource();
+    root.putChild("slow", new Slow());
+    const s = await serve(root);
+    try {
+      const reply = raw(s.port, "GET /slow HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n");
+      // The parser has refused the second request by the time the first renders; answer it now.
+      const first = await waiting.promise;
+      await first.write("the slow body");
+      first.finish();
+      const { data, closed } = await reply;
+      assert.equal(statusOf(data), 200, `the first answer must be the slow request's: ${JSON.stringify(data.slice(0, 40))}`);
+      const body = data.indexOf("the slow body");
+      const bad = data.indexOf("HTTP/1.1 400 Bad Request");
+      assert.ok(body > 0 && bad > body, "the 400 follows the complete first response");
+      assert.equal(closed, true);
+      assert.equal((await request(s.base + "/slow-check")).status, 404, "the server still answers");
     } finally {
       await s.close();
     }
