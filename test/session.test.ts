@@ -222,6 +222,39 @@ describe("sessions over HTTP", () => {
   });
 });
 
+describe("a session store that fails", () => {
+  test("a store that rejects (its database is down): a 500 page, the error logged, the server still up", async () => {
+    let down = true;
+    const memory = new MemorySessionStore();
+    const outage = () => Promise.reject(new Error("session database unreachable"));
+    const flaky: SessionStore = {
+      get: (uid) => (down ? outage() : memory.get(uid)),
+      set: (uid, record) => (down ? outage() : memory.set(uid, record)),
+      touch: (uid, expires) => (down ? outage() : memory.touch(uid, expires)),
+      delete: (uid) => (down ? outage() : memory.delete(uid)),
+    };
+    const s = await serve(new Counter(), { sessionStore: flaky });
+    try {
+      const known = await request(s.base + "/", { headers: { cookie: "TRELLIS_SESSION=" + "ab".repeat(32) } });
+      assert.equal(known.status, 500);
+      assert.match(known.text, /Processing Failed/);
+      assert.doesNotMatch(known.text, /unreachable/, "no internals on the page");
+      const fresh = await request(s.base + "/");
+      assert.equal(fresh.status, 500);
+      assert.ok(
+        s.errors.some((e) => /unreachable/.test(String((e.error as Error)?.message))),
+        "the store's error is logged",
+      );
+      down = false;
+      const back = await request(s.base + "/");
+      assert.equal(back.status, 200, "sessions work again once the store is back");
+      assert.match(back.text, / 1$/);
+    } finally {
+      await s.close();
+    }
+  });
+});
+
 describe("MemorySessionStore and SessionManager", () => {
   test("records expire by the clock; touch moves the expiry; unknown ids are undefined", async () => {
     let now = 1000;
