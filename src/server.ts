@@ -8,6 +8,7 @@ import type { Http2SecureServer, Http2Server, Http2Session } from "node:http2";
 import * as https from "node:https";
 import type { Duplex } from "node:stream";
 import { BodyError, type BodyLimits } from "./body";
+import { formatHttpDate } from "./conditional";
 import { escapeHtml } from "./html";
 import { combinedLogLine } from "./log";
 import { CACHED, type ISite, type NodeRequest, type NodeResponse, Request, type SessionStore } from "./request";
@@ -423,7 +424,7 @@ export class Site implements ISite {
       const body = `${status} ${reason}\n`;
       const server = this.serverHeader === undefined ? "" : `Server: ${this.serverHeader}\r\n`;
       socket.end(
-        `HTTP/1.1 ${status} ${reason}\r\n${server}Date: ${new Date().toUTCString()}\r\n` +
+        `HTTP/1.1 ${status} ${reason}\r\n${server}Date: ${formatHttpDate(Date.now())}\r\n` +
           `Content-Type: text/plain; charset=utf-8\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`,
       );
       // end() half-closes; a client that never closes its side must not hold the socket.
