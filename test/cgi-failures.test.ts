@@ -12,7 +12,7 @@ import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { CGIDirectory, CGILimiter, type CGIOptions, CGIScript, FilteredScript, PerlScript } from "../src/cgi";
 import { type IResource, Resource } from "../src/resource";
-import { Exits, FIXTURES, fdCount, fdList, isGone, respondQuery, zombies } from "./cgi-fixtures";
+import { Exits, FIXTURES, fdCount, fdList, isGone, respondQuery, waitGone, zombies } from "./cgi-fixtures";
 import { once, raw, request, serve, statusOf, type Running } from "./helpers";
 
 function tree(children: Record<string, IResource>): Resource {
@@ -227,7 +227,7 @@ describe("CGI failures", () => {
       const ended = await ex.of(pid);
       assert.equal(ended.timedOut, true);
       assert.ok(isGone(pid));
-      assert.ok(isGone(grandchild), `grandchild ${grandchild} survived`);
+      assert.ok(await waitGone(grandchild), `grandchild ${grandchild} survived`);
     } finally {
       await s.close();
     }
@@ -290,7 +290,7 @@ describe("CGI failures", () => {
       // onExit comes once every pipe is closed: the grandchild held copies of them.
       await ex.of(pid);
       assert.ok(isGone(pid));
-      assert.ok(isGone(grandchild), `grandchild ${grandchild} survived`);
+      assert.ok(await waitGone(grandchild), `grandchild ${grandchild} survived`);
     } finally {
       await s.close();
     }

@@ -66,6 +66,21 @@ export function isGone(pid: number): boolean {
   return st === undefined || (st.state === "Z" && st.ppid !== process.pid);
 }
 
+/**
+ * Waits until `pid` is gone, up to `ms`. For a process that is not our child there is no
+ * event to wait on: its pipes close a moment before the kernel marks it a zombie, so a
+ * grandchild seen right after its pipes closed can still look alive. Resolves with the
+ * final answer of isGone.
+ */
+export async function waitGone(pid: number, ms = 2000): Promise<boolean> {
+  const deadline = Date.now() + ms;
+  while (!isGone(pid)) {
+    if (Date.now() > deadline) return false;
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+  return true;
+}
+
 /** Children of this process that have exited but were not reaped. */
 export function zombies(): number[] {
   const found: number[] = [];
