@@ -6,7 +6,6 @@
  * time limit and a limit on concurrent scripts; it is killed (SIGTERM, then SIGKILL) when
  * it overruns or when the client goes away, so nothing outlives its request for long.
  */
-import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { EventEmitter } from "node:events";
 import { constants as fsConstants, promises as fsp } from "node:fs";
@@ -16,6 +15,7 @@ import { tmpdir } from "node:os";
 import * as path from "node:path";
 import type { Socket } from "node:net";
 import { type CGIHeaderBlock, CGIHeaderError, CGIHeaderParser } from "./cgi-headers";
+import { launch, type LaunchedProcess, takeHelperWarning } from "./cgi-launcher";
 import type { Request } from "./request";
 import { ErrorPage, getChildForRequest, type IRequest, type IResource, NoResource, type RenderResult, Resource } from "./resource";
 import { NOT_DONE_YET, type Site } from "./server";
@@ -94,6 +94,15 @@ export interface CGIOptions {
    * have bitten servers before (php-cgi, CVE-2012-1823). Arguments starting with `-` are never passed.
    */
   queryArgs?: boolean;
+  /**
+   * Start scripts from a small helper process (Perl, like Apache's mod_cgid daemon) rather
+   * than from the server process. fork() costs more the larger the forking process: from a
+   * server with a heap of hundreds of MiB, every script start pays for it, and the helper
+   * keeps that cost flat. For a small server it costs more than it saves (docs/cgi.md has
+   * figures). The script's input and output still flow straight between it and trellis.
+   * Without Perl, scripts start from the server process and the log says so once. Default false.
+   */
+  spawnHelper?: boolean;
   /** Called once each script's process has ended and its pipes are closed (metrics, tests). */
   onExit?: (exit: CGIExit) => void;
 }
@@ -530,32 +539,35 @@ export class CGIScript extends Resource {
       if (body.kind === "file") await body.handle.close().catch(() => {});
       return NOT_DONE_YET;
     }
-    let child: ChildProcess;
     const [file, args] = this.command(request);
+    let env: Record<string, string>;
     try {
-      const env = this.environment(request, body.kind === "none" ? undefined : body.length);
-      child = spawn(file, args, {
-        cwd: path.dirname(this.filename),
-        env,
-        // Its own process group, so a kill reaches whatever the script started too.
-        detached: true,
-        stdio: [body.kind === "file" ? body.handle.fd : body.kind === "stream" && body.length > 0 ? "pipe" : "ignore", "pipe", "pipe"],
-        uid: o.uid,
-        gid: o.gid,
-      });
+      env = this.environment(request, body.kind === "none" ? undefined : body.length);
     } catch (err) {
       release();
       if (body.kind === "file") await body.handle.close().catch(() => {});
-      logError(request, `CGI script ${this.filename}: cannot start ${file}`, err);
-      return errorPage(request, 502, "Bad Gateway", "The script could not be started; the error has been logged.");
+      throw err;
     }
-    // The child holds its own copy of the spool file; ours can go (and the file with it, once the child is done).
-    if (body.kind === "file") body.handle.close().catch(() => {});
-
-    if (child.pid === undefined) {
-      const err = await new Promise<NodeJS.ErrnoException>((resolve) => child.once("error", resolve));
+    let child: LaunchedProcess;
+    try {
+      child = await launch(
+        {
+          file,
+          args,
+          cwd: path.dirname(this.filename),
+          env,
+          uid: o.uid,
+          gid: o.gid,
+          stdin: body.kind === "file" ? { file: body.handle } : body.kind === "stream" && body.length > 0 ? "pipe" : "null",
+        },
+        o.spawnHelper === true,
+      );
+    } catch (err) {
       release();
-      return this.#spawnFailed(request, file, err);
+      return this.#spawnFailed(request, file, err as NodeJS.ErrnoException);
+    } finally {
+      const warning = takeHelperWarning();
+      if (warning) logError(request, warning);
     }
     new CGIRun(this, request, child, release, body).start();
     return NOT_DONE_YET;
@@ -680,7 +692,7 @@ class CGIRun {
   constructor(
     readonly script: CGIScript,
     readonly request: Request,
-    readonly child: ChildProcess,
+    readonly child: LaunchedProcess,
     readonly release: CGIRelease,
     readonly body: Body,
   ) {
@@ -694,11 +706,11 @@ class CGIRun {
 
   start(): void {
     const { child, request } = this;
-    const stdout = child.stdout!;
+    const stdout = child.stdout;
     stdout.on("data", (chunk: Buffer) => this.#onData(chunk));
     stdout.once("end", () => this.#onEnd());
     stdout.on("error", (err) => logError(request, `CGI script ${this.#name}: reading its output failed`, err));
-    logStderr(child.stderr!, request, this.#name);
+    logStderr(child.stderr, request, this.#name);
     child.once("exit", (code, signal) => this.#onExit(code, signal));
     child.once("close", () => this.#onClose());
     child.on("error", (err) => logError(request, `CGI script ${this.#name} (pid ${this.#pid})`, err));
@@ -706,6 +718,11 @@ class CGIRun {
     if (this.body.kind === "stream" && child.stdin) this.#feed(child.stdin);
     const timeout = this.script.options.timeout ?? DEFAULTS.timeout;
     if (timeout > 0) this.#timer = setTimeout(() => this.#onTimeout(timeout), timeout);
+    // Streams from the helper arrive paused, so that nothing is read before these listeners;
+    // an empty one may have ended already.
+    stdout.resume();
+    child.stderr.resume();
+    if (stdout.readableEnded) queueMicrotask(() => this.#onEnd());
     // The client may have left while the script was being started: its 'close' has passed.
     if (request.aborted) this.#onClientClose();
   }
@@ -719,7 +736,7 @@ class CGIRun {
       if (!req.complete) req.resume();
     };
     stdin.on("error", (err: NodeJS.ErrnoException) => {
-      if (err.code !== "EPIPE" && err.code !== "ECONNRESET" && err.code !== "ERR_STREAM_DESTROYED") {
+      if (err.code !== "EPIPE" && err.code !== "ECONNRESET" && err.code !== "ERR_STREAM_DESTROYED" && err.code !== "ERR_STREAM_WRITE_AFTER_END") {
         logError(this.request, `CGI script ${this.#name}: writing its input failed`, err);
       }
       drop();
@@ -800,7 +817,7 @@ class CGIRun {
   #dropOutput(): void {
     this.#state = "done";
     this.#outputDropped = true;
-    this.child.stdout!.destroy();
+    this.child.stdout.destroy();
   }
 
   #writeBody(chunk: Buffer): void {
@@ -822,7 +839,7 @@ class CGIRun {
     // HTTP/1 says when its buffer is full; HTTP/2's compatibility response does not, so
     // there every chunk waits for the write to be taken.
     if ((this.request.res as { writableNeedDrain?: boolean }).writableNeedDrain === false) return;
-    const stdout = this.child.stdout!;
+    const stdout = this.child.stdout;
     stdout.pause();
     written.then(() => {
       if (!this.#stdoutEnded) stdout.resume();
@@ -837,7 +854,7 @@ class CGIRun {
     const m = /^HTTP\/\d(?:\.\d)? (\d{3})/.exec(chunk.toString("latin1", 0, 16));
     res.statusCode = m ? Number(m[1]) : 200; // for the access log only
     res.shouldKeepAlive = false;
-    const stdout = this.child.stdout!;
+    const stdout = this.child.stdout;
     stdout.removeAllListeners("data");
     const write = (c: Buffer) => {
       this.request.sentLength += c.length;
@@ -910,7 +927,7 @@ class CGIRun {
     if (res.writableFinished || this.#stdoutEnded || this.#killed) return;
     // The client went away mid-response: nobody will read what the script makes.
     this.#state = "done";
-    this.child.stdout!.resume();
+    this.child.stdout.resume();
     this.#kill();
   }
 
@@ -935,7 +952,7 @@ class CGIRun {
     this.#state = "done";
     logError(this.request, `CGI script ${this.#name}: bad output: ${why}`);
     sendError(this.request, 502, "Bad Gateway", "The script's response was malformed; the error has been logged.");
-    this.child.stdout!.resume();
+    this.child.stdout.resume();
     this.#kill();
   }
 

@@ -5,6 +5,7 @@
 import { readdirSync, readFileSync, readlinkSync } from "node:fs";
 import { join } from "node:path";
 import type { CGIExit } from "../src/cgi";
+import { helperInfo } from "../src/cgi-launcher";
 import { ROOT } from "./helpers";
 
 /** The fixture scripts. */
@@ -81,13 +82,16 @@ export async function waitGone(pid: number, ms = 2000): Promise<boolean> {
   return true;
 }
 
-/** Children of this process that have exited but were not reaped. */
+/** Children of this process, or of its CGI helper process, that have exited but were not reaped. */
 export function zombies(): number[] {
+  const parents = new Set([process.pid]);
+  const helper = helperInfo();
+  if (helper) parents.add(helper.pid);
   const found: number[] = [];
   for (const name of readdirSync("/proc")) {
     if (!/^\d+$/.test(name)) continue;
     const st = processState(Number(name));
-    if (st && st.ppid === process.pid && st.state === "Z") found.push(Number(name));
+    if (st && parents.has(st.ppid) && st.state === "Z") found.push(Number(name));
   }
   return found;
 }

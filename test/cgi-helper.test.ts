@@ -1,0 +1,228 @@
+/**
+ * CGI scripts started by the helper process (`spawnHelper: true`): where they come from and
+ * what they inherit, bodies in both forms, failures, a client that hangs up, the helper dying
+ * mid-run, strangers on its socket, and the fallback when Perl cannot run.
+ */
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { createHash, randomBytes } from "node:crypto";
+import * as http from "node:http";
+import { connect } from "node:net";
+import { join } from "node:path";
+import { describe, test } from "node:test";
+import { CGIDirectory, CGIScript, type CGIOptions } from "../src/cgi";
+import { helperInfo } from "../src/cgi-launcher";
+import { Exits, FIXTURES, isGone, waitGone, zombies } from "./cgi-fixtures";
+import { request, serve, type Running } from "./helpers";
+
+async function alone(name: string, options: CGIOptions = {}): Promise<{ s: Running; exits: Exits }> {
+  const exits = new Exits();
+  const s = await serve(new CGIScript(join(FIXTURES, name), { spawnHelper: true, onExit: exits.onExit, ...options }));
+  return { s, exits };
+}
+
+/** Parses whence.sh's answer. */
+function whence(text: string): { ppid: number; self: number; pgrp: number; ignored: string } {
+  const field = (re: RegExp) => {
+    const m = re.exec(text);
+    assert.ok(m, `${re} in ${text}`);
+    return m[1];
+  };
+  return {
+    ppid: Number(field(/ppid=(\d+)/)),
+    self: Number(field(/self=(\d+)/)),
+    pgrp: Number(field(/pgrp=(\d+)/)),
+    ignored: field(/SigIgn:\s*([0-9a-f]+)/),
+  };
+}
+
+/** Starts a GET and resolves at the first line of the body, with the request to cut. */
+function firstLine(url: string): Promise<{ line: string; req: http.ClientRequest }> {
+  return new Promise((resolve, reject) => {
+    const req = http.get(url, { agent: false }, (res) => {
+      let text = "";
+      res.setEncoding("utf8");
+      res.on("data", (c: string) => {
+        text += c;
+        const nl = text.indexOf("\n");
+        if (nl >= 0) resolve({ line: text.slice(0, nl), req });
+      });
+      res.on("error", () => {});
+    });
+    req.on("error", (err) => ((err as NodeJS.ErrnoException).code === "ECONNRESET" ? undefined : reject(err)));
+  });
+}
+
+describe("CGI spawnHelper", () => {
+  test("scripts start from the helper, each in its own process group, with no signal ignored; without it, from the server process", async () => {
+    const helped = await alone("whence.sh");
+    const direct = await alone("whence.sh", { spawnHelper: false });
+    try {
+      const h = whence((await request(helped.s.base + "/")).text);
+      const info = helperInfo();
+      assert.ok(info, "a helper runs");
+      assert.equal(h.ppid, info.pid);
+      assert.notEqual(h.ppid, process.pid);
+      assert.equal(h.pgrp, h.self, "a process group of its own, so that a kill reaches what it starts");
+      // The helper ignores SIGPIPE, SIGINT and SIGHUP for itself; its scripts must not.
+      assert.equal(h.ignored, "0000000000000000");
+
+      const d = whence((await request(direct.s.base + "/")).text);
+      assert.equal(d.ppid, process.pid);
+      assert.equal(d.pgrp, d.self);
+    } finally {
+      await helped.s.close();
+      await direct.s.close();
+    }
+  });
+
+  test("a streamed body and a spooled chunked body reach the script whole", async () => {
+    const { s } = await alone("echo.pl");
+    try {
+      const body = randomBytes(3 * 1024 * 1024 + 17);
+      const sha = createHash("sha256").update(body).digest("hex");
+      const r = await request(s.base + "/", { method: "POST", body, headers: { "Content-Type": "application/octet-stream" } });
+      assert.equal(r.status, 200);
+      assert.equal(r.text, `POST ${body.length} ${sha} ${body.length}\n`);
+      assert.deepEqual(r.headers["set-cookie"], ["a=1; Path=/", "b=2; Path=/"]);
+
+      const chunked = await new Promise<string>((resolve, reject) => {
+        const req = http.request(s.base + "/", { method: "POST", agent: false, headers: { "Transfer-Encoding": "chunked" } }, (res) => {
+          let text = "";
+          res.setEncoding("utf8");
+          res.on("data", (c: string) => (text += c));
+          res.on("end", () => resolve(`${res.statusCode} ${text}`));
+        });
+        req.on("error", reject);
+        for (let at = 0; at < body.length; at += 256 * 1024) req.write(body.subarray(at, at + 256 * 1024));
+        req.end();
+      });
+      assert.equal(chunked, `200 POST ${body.length} ${sha} ${body.length}\n`);
+    } finally {
+      await s.close();
+    }
+  });
+
+  test("no such script → 404, not executable → 403, and the site still answers", async () => {
+    const s = await serve(new CGIDirectory(FIXTURES, { spawnHelper: true }));
+    try {
+      assert.equal((await request(`${s.base}/no-such-script`)).status, 404);
+      assert.equal((await request(`${s.base}/not-executable.sh`)).status, 403);
+      const ok = await request(`${s.base}/hello.sh`);
+      assert.equal(ok.status, 200);
+      assert.match(ok.text, /Hello/);
+    } finally {
+      await s.close();
+    }
+  });
+
+  test("a client that hangs up mid-output: the script is killed and reaped", async () => {
+    const { s, exits } = await alone("forever.sh", { timeout: 0 });
+    try {
+      const { line, req } = await firstLine(s.base + "/");
+      const pid = Number(line);
+      assert.ok(pid > 0 && !isGone(pid));
+      req.destroy();
+      const ended = await exits.of(pid);
+      assert.equal(ended.killed, true);
+      assert.ok(await waitGone(pid), `pid ${pid} is still there`);
+      assert.deepEqual(zombies(), []);
+    } finally {
+      await s.close();
+    }
+  });
+
+  test("the helper dies mid-run: that response still completes, and the next request starts a new helper", async () => {
+    const { s, exits } = await alone("relay.sh");
+    try {
+      const body = "0123456789";
+      const answer = new Promise<{ status: number; text: string }>((resolve, reject) => {
+        const req = http.request(s.base + "/", { method: "POST", agent: false, headers: { "Content-Length": body.length } }, (res) => {
+          let text = "";
+          res.setEncoding("utf8");
+          res.on("data", async (c: string) => {
+            text += c;
+            if (text === "ready\n") {
+              // The script runs and waits for its input: now the helper goes.
+              const helper = helperInfo()!.pid;
+              process.kill(helper, "SIGKILL");
+              assert.ok(await waitGone(helper), "the helper is gone");
+              req.end(body);
+            }
+          });
+          res.on("end", () => resolve({ status: res.statusCode!, text }));
+        });
+        req.on("error", reject);
+        req.flushHeaders();
+      });
+      const first = helperInfo()?.pid;
+      const r = await answer;
+      assert.equal(r.status, 200);
+      assert.equal(r.text, `ready\n${body}`);
+      // Its exit status went with the helper; it is still reported as ended.
+      await exits.count(1);
+      assert.equal(exits.seen[0].code, null);
+
+      const again = await request(s.base + "/", { method: "POST", body: "abc" });
+      assert.equal(again.status, 200);
+      assert.equal(again.text, "ready\nabc");
+      assert.ok(helperInfo() && helperInfo()!.pid !== first, "a new helper");
+    } finally {
+      await s.close();
+    }
+  });
+
+  test("a connection to the helper's socket that does not name a live run is dropped", async () => {
+    const { s } = await alone("hello.sh");
+    try {
+      assert.equal((await request(s.base + "/")).status, 200);
+      const socketPath = helperInfo()!.socketPath;
+      for (const payload of [randomBytes(33), Buffer.from(`${"0".repeat(32)}O`)]) {
+        const c = connect(socketPath);
+        c.on("error", () => {});
+        c.write(payload);
+        await new Promise((resolve) => c.once("close", resolve));
+      }
+      assert.equal((await request(s.base + "/")).status, 200);
+    } finally {
+      await s.close();
+    }
+  });
+
+  test("where perl cannot run, scripts start from the server process and the log says so once", async () => {
+    const code = `
+      const { Site, Resource } = require(${JSON.stringify(join(__dirname, "..", "src", "index.js"))});
+      const { CGIScript } = require(${JSON.stringify(join(__dirname, "..", "src", "cgi.js"))});
+      const root = new Resource();
+      root.putChild("hello", new CGIScript(${JSON.stringify(join(FIXTURES, "hello.sh"))}, { spawnHelper: true, path: "/usr/bin:/bin" }));
+      const site = new Site(root, { errorLog: (m) => process.stdout.write("LOG " + m + "\\n") });
+      site.listen({ port: 0, host: "127.0.0.1" }).then((srv) => process.stdout.write("PORT " + srv.address().port + "\\n"));
+      process.stdin.on("end", () => process.exit(0)).resume();
+    `;
+    // No perl on this PATH (node itself is started by its full path).
+    const child = spawn(process.execPath, ["-e", code], { env: { PATH: "/nonexistent" }, stdio: ["pipe", "pipe", "inherit"] });
+    let out = "";
+    child.stdout.setEncoding("utf8");
+    const port = await new Promise<number>((resolve, reject) => {
+      child.stdout.on("data", (c: string) => {
+        out += c;
+        const m = /PORT (\d+)/.exec(out);
+        if (m) resolve(Number(m[1]));
+      });
+      child.once("exit", (c) => reject(new Error(`exited ${c}: ${out}`)));
+    });
+    try {
+      for (let i = 0; i < 2; i++) {
+        const r = await request(`http://127.0.0.1:${port}/hello`);
+        assert.equal(r.status, 200);
+        assert.match(r.text, /Hello/);
+      }
+    } finally {
+      child.stdin.end();
+      await new Promise((resolve) => child.once("exit", resolve));
+    }
+    const notes = out.split("\n").filter((l) => l.startsWith("LOG "));
+    assert.equal(notes.length, 1, out);
+    assert.match(notes[0], /started from the server process: the helper process could not run \(perl could not be started/);
+  });
+});
