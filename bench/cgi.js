@@ -1,13 +1,15 @@
 #!/usr/bin/env node
-// CGI throughput: one tiny shell script (hello.sh) run per request by trellis' CGIScript, by
-// Twisted's twcgi.CGIScript (Debian python3-twisted) and by Python's http.server --cgi, under
+// CGI throughput: one tiny shell script (hello.sh) run per request by trellis' CGIScript (as
+// configured by default, and with spawnHelper: true), by Twisted's twcgi.CGIScript (Debian
+// python3-twisted) and by Python's http.server --cgi, under
 // the same load (AMOUNT requests over CONNECTIONS connections), in turns, in one run;
 // and the floor: the same number of bare child_process.spawn runs of the script, with
 // the same concurrency. Then a trellis server serves 10k more requests, and we check it has
 // no zombie children and no more file descriptors than before.
 //
 //   npm run build && node bench/cgi.js
-//   AMOUNT=5000 ROUNDS=7 CONNECTIONS=16 node bench/cgi.js
+//   AMOUNT=5000 ROUNDS=7 CONNECTIONS=16 LEAK_RUN=0 node bench/cgi.js
+//   PIN=0 node bench/cgi.js          (no pinning: everything shares both CPUs)
 //
 // Servers, their scripts and the floor all run pinned to CPU 0 (when taskset exists; children
 // inherit it); the client runs here, on CPU 1. 127.0.0.1 only.
@@ -31,27 +33,42 @@ if (process.argv[2] === undefined) pinLoadGenerator();
 
 // ---- roles run in child processes --------------------------------------------------------
 
-/** This process's open descriptors, and its children that are zombies. */
+/**
+ * This process's open descriptors, those of its CGI helper process, and the zombies among
+ * all its descendants (scripts are the helper's children).
+ */
 function health() {
-  const zombies = [];
+  const parents = new Map();
+  const states = new Map();
   for (const name of readdirSync("/proc")) {
     if (!/^\d+$/.test(name)) continue;
     try {
       const stat = readFileSync(`/proc/${name}/stat`, "utf8");
       const [state, ppid] = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-      if (Number(ppid) === process.pid && state === "Z") zombies.push(Number(name));
+      parents.set(Number(name), Number(ppid));
+      states.set(Number(name), state);
     } catch {}
   }
-  return { fds: readdirSync("/proc/self/fd").length, zombies, rss: process.memoryUsage().rss };
+  const descends = (pid) => {
+    for (let p = parents.get(pid); p !== undefined && p > 1; p = parents.get(p)) if (p === process.pid) return true;
+    return false;
+  };
+  const zombies = [...states].filter(([pid, state]) => state === "Z" && descends(pid)).map(([pid]) => pid);
+  const helper = require("../dist/cgi-launcher").helperInfo();
+  let helperFds = 0;
+  try {
+    if (helper) helperFds = readdirSync(`/proc/${helper.pid}/fd`).length;
+  } catch {}
+  return { fds: readdirSync("/proc/self/fd").length, helperFds, zombies, rss: process.memoryUsage().rss };
 }
 
-/** `--serve SCRIPT`: a trellis Site whose root is the script. */
-function serve(script) {
+/** `--serve SCRIPT [helper]`: a trellis Site whose root is the script; "helper" starts scripts from the helper process. */
+function serve(script, how) {
   const http = require("node:http");
   const { Resource, Site } = require("..");
   const { CGIScript, CGILimiter } = require("../dist/cgi");
   const root = new Resource();
-  root.putChild("hello.sh", new CGIScript(script, { limiter: new CGILimiter(CONNECTIONS * 2) }));
+  root.putChild("hello.sh", new CGIScript(script, { limiter: new CGILimiter(CONNECTIONS * 2), spawnHelper: how === "helper" }));
   const site = new Site(root, { serverHeader: false });
   const server = http.createServer({ keepAliveTimeout: 10000 }, site.handler);
   server.listen(0, "127.0.0.1", () => process.send({ port: server.address().port }));
@@ -80,7 +97,7 @@ function floor(script, n, c) {
   for (let i = 0; i < c; i++) one();
 }
 
-if (process.argv[2] === "--serve") return serve(process.argv[3]);
+if (process.argv[2] === "--serve") return serve(process.argv[3], process.argv[4]);
 if (process.argv[2] === "--floor") return floor(process.argv[3], Number(process.argv[4]), Number(process.argv[5]));
 
 // ---- the benchmark -------------------------------------------------------------------------
@@ -183,6 +200,10 @@ function freePort() {
     const trellis = forkRole(["--serve", script]);
     cleanup.push(() => trellis.send("exit"));
     const trellisPort = await new Promise((resolve) => trellis.once("message", (m) => resolve(m.port)));
+    // The same, with scripts started by the helper process (spawnHelper: true).
+    const helped = forkRole(["--serve", script, "helper"]);
+    cleanup.push(() => helped.send("exit"));
+    const helpedPort = await new Promise((resolve) => helped.once("message", (m) => resolve(m.port)));
 
     // Twisted's CGIScript, the same script.
     writeFileSync(
@@ -212,6 +233,7 @@ function freePort() {
 
     const servers = {
       trellis: `http://127.0.0.1:${trellisPort}/hello.sh`,
+      "trellis helper": `http://127.0.0.1:${helpedPort}/hello.sh`,
       twisted: `http://127.0.0.1:${twisted.port}/hello.sh`,
       "http.server": `http://127.0.0.1:${python.port}/cgi-bin/hello.sh`,
     };
@@ -219,7 +241,7 @@ function freePort() {
       const r = await load(url, 500); // warm-up (JIT), and a check that each one answers
       if (r.bad) throw new Error(`${url}: ${r.bad} failed requests in the warm-up (${r.firstError})`);
     }
-    const results = { floor: [], trellis: [], twisted: [], "http.server": [] };
+    const results = { floor: [], trellis: [], "trellis helper": [], twisted: [], "http.server": [] };
     const names = Object.keys(results);
     for (let round = 1; round <= ROUNDS; round++) {
       // The order turns each round, and each runner starts after a pause: a burst of
@@ -233,13 +255,13 @@ function freePort() {
           const { ms } = await new Promise((resolve) => f.once("message", resolve));
           f.kill();
           results.floor.push(AMOUNT / (ms / 1000));
-          console.log(`round ${round} ${"floor".padEnd(11)} ${(AMOUNT / (ms / 1000)).toFixed(0).padStart(6)} runs/s`);
+          console.log(`round ${round} ${"floor".padEnd(14)} ${(AMOUNT / (ms / 1000)).toFixed(0).padStart(6)} runs/s`);
           continue;
         }
         const r = await load(servers[name], AMOUNT);
         if (r.bad) throw new Error(`${name}: ${r.bad} failed requests (${r.firstError})`);
         results[name].push(r.rate);
-        console.log(`round ${round} ${name.padEnd(11)} ${r.rate.toFixed(0).padStart(6)} req/s  p99 ${r.p99.toFixed(1)} ms`);
+        console.log(`round ${round} ${name.padEnd(14)} ${r.rate.toFixed(0).padStart(6)} req/s  p99 ${r.p99.toFixed(1)} ms`);
       }
     }
     // Other work on the machine only ever slows a round down: the best round of each runner is
@@ -247,17 +269,18 @@ function freePort() {
     const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
     const best = (xs) => Math.max(...xs);
     console.log(`\n${AMOUNT} runs of hello.sh, ${CONNECTIONS} at a time, ${ROUNDS} rounds`);
-    console.log("runner        median/s   best/s   median ÷ floor   best ÷ floor   trellis is × (median)");
+    console.log("runner         median/s   best/s   median ÷ floor   best ÷ floor   trellis is × (median)");
     for (const name of Object.keys(results)) {
       const m = median(results[name]);
       const b = best(results[name]);
       console.log(
-        `${name.padEnd(12)} ${m.toFixed(0).padStart(9)} ${b.toFixed(0).padStart(8)} ${(m / median(results.floor)).toFixed(3).padStart(16)} ` +
+        `${name.padEnd(15)} ${m.toFixed(0).padStart(6)} ${b.toFixed(0).padStart(8)} ${(m / median(results.floor)).toFixed(3).padStart(16)} ` +
           `${(b / best(results.floor)).toFixed(3).padStart(14)} ${(median(results.trellis) / m).toFixed(2).padStart(22)}`,
       );
     }
 
     // Leaks: a fresh trellis server, its descriptors before and after LEAK_RUN requests.
+    if (LEAK_RUN <= 0) return;
     const fresh = forkRole(["--serve", script]);
     cleanup.push(() => fresh.send("exit"));
     const freshPort = await new Promise((resolve) => fresh.once("message", (m) => resolve(m.port)));
@@ -269,7 +292,7 @@ function freePort() {
     await new Promise((resolve) => setTimeout(resolve, 500));
     const afterRun = await ask(fresh, "health");
     console.log(
-      `\nafter ${LEAK_RUN} more requests: fds ${before.fds} → ${afterRun.fds}, zombie children ${afterRun.zombies.length}, ` +
+      `\nafter ${LEAK_RUN} more requests: fds ${before.fds} → ${afterRun.fds} (helper ${before.helperFds} → ${afterRun.helperFds}), zombies ${afterRun.zombies.length}, ` +
         `RSS ${(before.rss / 2 ** 20).toFixed(1)} → ${(afterRun.rss / 2 ** 20).toFixed(1)} MiB`,
     );
   } finally {

@@ -3,8 +3,9 @@
 "use strict";
 const { execFileSync, fork } = require("node:child_process");
 
-/** True when `taskset` can pin processes to a CPU. */
+/** True when `taskset` can pin processes to a CPU, and PIN=0 was not asked for (all processes share all CPUs). */
 const hasTaskset = (() => {
+  if (process.env.PIN === "0") return false;
   try {
     execFileSync("taskset", ["-c", "0", "true"]);
     return true;
