@@ -12,7 +12,7 @@ import { createReadStream, createWriteStream, promises as fsp, type WriteStream 
 import type { IncomingHttpHeaders } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { isUtf8 } from "node:buffer";
+import { isAscii, isUtf8 } from "node:buffer";
 import { Readable } from "node:stream";
 
 /** Limits on what a request body may hold. Every one has a safe default (see `DEFAULT_BODY_LIMITS`). */
@@ -224,115 +224,72 @@ function tooLarge(limit: string, max: number, what: string): BodyError {
 
 /** Merges limits: defaults, then each layer's values that are set. */
 export function mergeLimits(...layers: (Partial<BodyLimits> | undefined)[]): BodyLimits {
-  const out: BodyLimits = { ...DEFAULT_BODY_LIMITS };
+  // One object of one shape, filled field by field: this runs for every request that reads a body.
+  const d = DEFAULT_BODY_LIMITS;
+  const out: BodyLimits = {
+    bodySize: d.bodySize,
+    uploadSize: d.uploadSize,
+    fields: d.fields,
+    fieldSize: d.fieldSize,
+    files: d.files,
+    fileSize: d.fileSize,
+    fileMemory: d.fileMemory,
+    idleTimeout: d.idleTimeout,
+    tempDir: d.tempDir,
+  };
   for (const layer of layers) {
-    if (!layer) continue;
-    for (const key of Object.keys(layer) as (keyof BodyLimits)[]) {
-      const v = layer[key];
-      if (v !== undefined) (out as unknown as Record<string, unknown>)[key] = v;
-    }
+    if (layer === undefined || layer === null) continue;
+    if (layer.bodySize !== undefined) out.bodySize = layer.bodySize;
+    if (layer.uploadSize !== undefined) out.uploadSize = layer.uploadSize;
+    if (layer.fields !== undefined) out.fields = layer.fields;
+    if (layer.fieldSize !== undefined) out.fieldSize = layer.fieldSize;
+    if (layer.files !== undefined) out.files = layer.files;
+    if (layer.fileSize !== undefined) out.fileSize = layer.fileSize;
+    if (layer.fileMemory !== undefined) out.fileMemory = layer.fileMemory;
+    if (layer.idleTimeout !== undefined) out.idleTimeout = layer.idleTimeout;
+    if (layer.tempDir !== undefined) out.tempDir = layer.tempDir;
   }
   return out;
 }
 
-function hexValue(b: number): number {
-  if (b >= 48 && b <= 57) return b - 48;
-  b |= 0x20;
-  if (b >= 97 && b <= 102) return b - 87;
-  return -1;
-}
+/** Hex digit values by byte; -1 for bytes that are not hex digits. */
+const HEX = new Int8Array(256).fill(-1);
+for (let i = 0; i < 10; i++) HEX[48 + i] = i;
+for (let i = 0; i < 6; i++) HEX[65 + i] = HEX[97 + i] = 10 + i;
 
-/** Decodes one urlencoded name or value from bytes: `+` is a space, `%XX` a byte; the result must be UTF-8. */
-function decodeFormBytes(buf: Buffer, start: number, end: number): string | undefined {
-  let plain = true;
-  let ascii = true;
-  for (let i = start; i < end; i++) {
-    const b = buf[i];
-    if (b === 0x25 || b === 0x2b) plain = false;
-    else if (b >= 0x80) ascii = false;
-  }
-  if (plain) {
-    if (ascii) return buf.toString("latin1", start, end);
-    return isUtf8(buf.subarray(start, end)) ? buf.toString("utf8", start, end) : undefined;
-  }
-  const out = Buffer.allocUnsafe(end - start);
-  let j = 0;
-  for (let i = start; i < end; i++) {
-    const b = buf[i];
-    if (b === 0x2b) out[j++] = 0x20;
-    else if (b === 0x25 && i + 2 < end && hexValue(buf[i + 1]) >= 0 && hexValue(buf[i + 2]) >= 0) {
-      const v = hexValue(buf[i + 1]) * 16 + hexValue(buf[i + 2]);
-      if (v >= 0x80) ascii = false;
-      out[j++] = v;
-      i += 2;
-    } else out[j++] = b;
-  }
-  if (ascii) return out.toString("latin1", 0, j);
-  return isUtf8(out.subarray(0, j)) ? out.toString("utf8", 0, j) : undefined;
-}
-
-function hexPair(s: string, i: number): number {
-  if (i + 1 >= s.length) return -1;
-  const h = hexValue(s.charCodeAt(i));
-  const l = hexValue(s.charCodeAt(i + 1));
-  return h < 0 || l < 0 ? -1 : h * 16 + l;
-}
+/** Reused output of `decodeFormBytes` (one thread, and the result is copied out as a string). */
+let scratch = Buffer.allocUnsafeSlow(1024);
+/** Components larger than this get a buffer of their own, so the shared one stays small. */
+const SCRATCH_MAX = 64 * 1024;
 
 /**
- * Decodes one component of an ASCII body: `+` is a space, `%XX` a byte, and the bytes must be
- * UTF-8 (strictly: no overlong forms, no surrogates). A `%` not followed by two hex digits
- * stays as it is. Undefined when the bytes are not UTF-8.
+ * Decodes one urlencoded name or value from bytes: `+` is a space, `%XX` a byte (a `%` not
+ * followed by two hex digits stays as it is), and the bytes must be UTF-8, strictly (no
+ * overlong forms, no surrogates). Undefined when they are not.
  */
-function decodeFormText(s: string): string | undefined {
-  if (s.indexOf("%") < 0) return s.indexOf("+") < 0 ? s : s.replaceAll("+", " ");
-  try {
-    // The engine's decoder is the fastest, and as strict; it throws on a stray `%` too.
-    return decodeURIComponent(s.indexOf("+") < 0 ? s : s.replaceAll("+", " "));
-  } catch {
-    return decodeFormSlow(s);
+function decodeFormBytes(buf: Buffer, start: number, end: number): string | undefined {
+  const size = end - start;
+  let out = scratch;
+  if (size > out.length) out = size > SCRATCH_MAX ? Buffer.allocUnsafe(size) : (scratch = Buffer.allocUnsafeSlow(SCRATCH_MAX));
+  let j = 0;
+  let high = 0;
+  for (let i = start; i < end; i++) {
+    let b = buf[i];
+    if (b === 0x25 /* % */) {
+      if (i + 2 < end) {
+        const h = HEX[buf[i + 1]];
+        const l = HEX[buf[i + 2]];
+        if ((h | l) >= 0) {
+          b = (h << 4) | l;
+          i += 2;
+        }
+      }
+    } else if (b === 0x2b /* + */) b = 0x20;
+    high |= b;
+    out[j++] = b;
   }
-}
-
-function decodeFormSlow(s: string): string | undefined {
-  const n = s.length;
-  let out = "";
-  let run = 0;
-  for (let i = 0; i < n; i++) {
-    const c = s.charCodeAt(i);
-    if (c === 0x2b) {
-      out += s.slice(run, i) + " ";
-      run = i + 1;
-      continue;
-    }
-    if (c !== 0x25) continue;
-    const b = hexPair(s, i + 1);
-    if (b < 0) continue;
-    if (b < 0x80) {
-      out += s.slice(run, i) + String.fromCharCode(b);
-      i += 2;
-      run = i + 1;
-      continue;
-    }
-    let need: number;
-    let cp: number;
-    let min: number;
-    if ((b & 0xe0) === 0xc0) [need, cp, min] = [1, b & 0x1f, 0x80];
-    else if ((b & 0xf0) === 0xe0) [need, cp, min] = [2, b & 0x0f, 0x800];
-    else if ((b & 0xf8) === 0xf0) [need, cp, min] = [3, b & 0x07, 0x10000];
-    else return undefined;
-    let j = i + 3;
-    for (let k = 0; k < need; k++, j += 3) {
-      if (s.charCodeAt(j) !== 0x25) return undefined;
-      const cb = hexPair(s, j + 1);
-      if (cb < 0 || (cb & 0xc0) !== 0x80) return undefined;
-      cp = (cp << 6) | (cb & 0x3f);
-    }
-    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return undefined;
-    out += s.slice(run, i) + String.fromCodePoint(cp);
-    i = j - 1;
-    run = j;
-  }
-  return out + s.slice(run);
+  if (high < 0x80) return out.toString("latin1", 0, j);
+  return isUtf8(out.subarray(0, j)) ? out.toString("utf8", 0, j) : undefined;
 }
 
 function addField(fields: Record<string, string[]>, name: string, value: string): void {
@@ -346,53 +303,74 @@ const NOT_UTF8 = "The form body is not valid UTF-8 (after percent-decoding). Sen
 /**
  * Parses an `application/x-www-form-urlencoded` body into `fields` (repeated names kept, `+` as
  * space). Returns a BodyError for bytes that are not UTF-8 (400) or too many fields (413).
+ * Linear in the body's size whatever its shape: every separator is searched for once.
  */
 export function parseUrlencoded(body: Buffer, fields: Record<string, string[]>, maxFields: number): BodyError | undefined {
   const n = body.length;
-  let ascii = true;
-  for (let i = 0; i < n; i++) {
-    if (body[i] >= 0x80) {
-      ascii = false;
-      break;
-    }
-  }
+  if (n === 0) return undefined;
+  if (!isAscii(body)) return parseBytes(body, fields, maxFields);
+  // The usual case (browsers percent-encode everything else): the body as one Latin-1 string,
+  // searched with the engine's string functions; a component without escapes is a slice of it,
+  // one with escapes is decoded from the bytes.
+  const text = body.toString("latin1");
   let count = 0;
-  const tooMany = () => new BodyError(413, `The form has more than ${maxFields} fields (fields). Send fewer, or raise the fields limit.`);
-  if (ascii) {
-    // The usual case (browsers percent-encode everything else): string operations, and the
-    // engine's own strict UTF-8 percent-decoding.
-    const text = body.toString("latin1");
-    for (let start = 0; start < n; ) {
-      let end = text.indexOf("&", start);
-      if (end < 0) end = n;
-      if (end > start) {
-        if (++count > maxFields) return tooMany();
-        let eq = text.indexOf("=", start);
-        if (eq < 0 || eq > end) eq = end;
-        const name = decodeFormText(text.slice(start, eq));
-        const value = eq < end ? decodeFormText(text.slice(eq + 1, end)) : "";
-        if (name === undefined || value === undefined) return new BodyError(400, NOT_UTF8);
-        addField(fields, name, value);
-      }
-      start = end + 1;
-    }
-    return undefined;
-  }
+  // The next `=`, `%` and `+` at or after where the parse is (n: none left), each searched
+  // for again only once passed, so that no stretch of the body is scanned twice.
+  let eq = -1;
+  let pct = -1;
+  let plus = -1;
   for (let start = 0; start < n; ) {
-    let end = body.indexOf(0x26 /* & */, start);
+    let end = text.indexOf("&", start);
     if (end < 0) end = n;
     if (end > start) {
-      if (++count > maxFields) return tooMany();
-      let eq = body.indexOf(0x3d /* = */, start);
-      if (eq < 0 || eq > end) eq = end;
-      const name = decodeFormBytes(body, start, eq);
-      const value = eq < end ? decodeFormBytes(body, eq + 1, end) : "";
+      if (++count > maxFields) return tooManyFields(maxFields);
+      if (eq < start && (eq = text.indexOf("=", start)) < 0) eq = n;
+      if (pct < start && (pct = text.indexOf("%", start)) < 0) pct = n;
+      if (plus < start && (plus = text.indexOf("+", start)) < 0) plus = n;
+      const split = eq < end ? eq : end;
+      const name = pct < split || plus < split ? decodeFormBytes(body, start, split) : text.slice(start, split);
+      let value: string | undefined = "";
+      if (split < end) {
+        const from = split + 1;
+        if (pct < from && (pct = text.indexOf("%", from)) < 0) pct = n;
+        if (plus < from && (plus = text.indexOf("+", from)) < 0) plus = n;
+        value = pct < end || plus < end ? decodeFormBytes(body, from, end) : text.slice(from, end);
+      }
       if (name === undefined || value === undefined) return new BodyError(400, NOT_UTF8);
       addField(fields, name, value);
     }
     start = end + 1;
   }
   return undefined;
+}
+
+/** `parseUrlencoded` for a body with raw bytes outside ASCII. */
+function parseBytes(body: Buffer, fields: Record<string, string[]>, maxFields: number): BodyError | undefined {
+  const n = body.length;
+  let count = 0;
+  let eq = -1;
+  for (let start = 0; start < n; ) {
+    let end = body.indexOf(0x26 /* & */, start);
+    if (end < 0) end = n;
+    if (end > start) {
+      if (++count > maxFields) return tooManyFields(maxFields);
+      if (eq < start) {
+        eq = body.indexOf(0x3d /* = */, start);
+        if (eq < 0) eq = n;
+      }
+      const split = eq < end ? eq : end;
+      const name = decodeFormBytes(body, start, split);
+      const value = split < end ? decodeFormBytes(body, split + 1, end) : "";
+      if (name === undefined || value === undefined) return new BodyError(400, NOT_UTF8);
+      addField(fields, name, value);
+    }
+    start = end + 1;
+  }
+  return undefined;
+}
+
+function tooManyFields(maxFields: number): BodyError {
+  return new BodyError(413, `The form has more than ${maxFields} fields (fields). Send fewer, or raise the fields limit.`);
 }
 
 /** A tracker for the request's temporary files, removed all together when the response closes. */
@@ -434,10 +412,12 @@ class TempFiles {
 
 /** One body being read, as the idle watch sees it. */
 interface Watched {
-  /** When data last came (performance.now()). */
-  last: number;
   /** The longest gap allowed, ms. */
   idle: number;
+  /** Set when data comes; the sweep clears it. */
+  active: boolean;
+  /** When a sweep last found the body active (performance.now()). */
+  quietSince: number;
   /** True while the reader holds the body back itself (backpressure): not the client's stall. */
   held: boolean;
   /** Called once when the gap is too long. */
@@ -447,8 +427,10 @@ interface Watched {
 /*
  * One shared, unref'd interval watches every body being read for a client that stopped
  * sending, instead of a timer per request: a small body, the common case, then costs a Set
- * insertion. A stall is noticed between `idle` and `idle` plus the sweep period (a quarter of
- * the smallest idle timeout watched, at most a second). The interval stops itself once idle.
+ * insertion, and each chunk a flag (no clock read). A sweep that finds the flag set clears it
+ * and starts the quiet period then, so a stall is noticed between `idle` and `idle` plus two
+ * sweep periods (a quarter of the smallest idle timeout watched, at most a second) after the
+ * last data. The interval stops itself once idle.
  */
 const watched = new Set<Watched>();
 let sweeper: NodeJS.Timeout | undefined;
@@ -473,7 +455,10 @@ function sweep(): void {
   }
   const now = performance.now();
   for (const w of watched) {
-    if (!w.held && now - w.last >= w.idle) {
+    if (w.active || w.held) {
+      w.active = false;
+      w.quietSince = now;
+    } else if (now - w.quietSince >= w.idle) {
       watched.delete(w);
       w.expire();
     }
@@ -484,22 +469,63 @@ function sweep(): void {
 const DISCARD_BYTES = 8 * 1024 * 1024;
 const DISCARD_MS = 5000;
 
+/** Told once how a read ended: with an error, or without one and the result. */
+export type Done<T> = (error: Error | undefined, result?: T) => void;
+
+/**
+ * One result (a body, a form) and the callbacks waiting for it, called in order once it is
+ * known; a callback added later is called at once. Plain callbacks instead of a promise per
+ * step: between the body's last byte and the render method there is then no microtask hop.
+ */
+export class Outcome<T> {
+  settled = false;
+  error: Error | undefined;
+  result: T | undefined;
+  #first: Done<T> | undefined;
+  #more: Done<T>[] | undefined;
+
+  /** Calls `done` when the result is known (now, if it is). */
+  wait(done: Done<T>): void {
+    if (this.settled) done(this.error, this.result);
+    else if (this.#first === undefined) this.#first = done;
+    else (this.#more ??= []).push(done);
+  }
+
+  /** Records the result (the first call wins) and calls the waiting callbacks. */
+  settle(error: Error | undefined, result?: T): void {
+    if (this.settled) return;
+    this.settled = true;
+    this.error = error;
+    this.result = result;
+    const first = this.#first;
+    const more = this.#more;
+    this.#first = this.#more = undefined;
+    first?.(error, result);
+    if (more) for (const done of more) done(error, result);
+  }
+}
+
+const EMPTY = Buffer.alloc(0);
+const noop = () => {};
+
 /**
  * Reads and parses one request's body. Created on first use by `Request`; one per request.
- * The body can be consumed once: `readBody()` and `readForm()` cache their result.
+ * The body can be consumed once: `readBody()` caches its result, and `readForm()` is called
+ * at most once (`Request` keeps its outcome).
  */
 export class BodyReader {
   #consumed: "body" | "form" | undefined;
+  #body: Outcome<Buffer> | undefined;
   #bodyPromise: Promise<Buffer> | undefined;
-  #formPromise: Promise<ParsedForm> | undefined;
+  #formStarted = false;
   #temp: TempFiles | undefined;
   #rejected = false;
 
   constructor(
     readonly req: BodySource,
     readonly res: BodySink,
-    /** The limits in force before a call adds its own (defaults and the site's). */
-    readonly baseLimits: BodyLimits,
+    /** The limits in force before a call adds its own (defaults and the site's), made on first use. */
+    readonly baseLimits: () => BodyLimits,
   ) {}
 
   /** Reads the whole body into memory, up to `limit` bytes (default: the `bodySize` limit). */
@@ -508,55 +534,52 @@ export class BodyReader {
     if (this.#consumed === "form") {
       return Promise.reject(new Error("readBody(): the body was already parsed as a multipart form; set `static parseForms = false` on the resource to read it raw"));
     }
-    this.#consumed = "body";
-    const max = limit ?? this.baseLimits.bodySize;
-    const idle = idleTimeout ?? this.baseLimits.idleTimeout;
-    this.#bodyPromise = this.#collect(max, idle, "bodySize");
-    this.#bodyPromise.catch(() => {});
+    const max = limit ?? this.baseLimits().bodySize;
+    const idle = idleTimeout ?? this.baseLimits().idleTimeout;
+    this.#bodyPromise = new Promise<Buffer>((resolve, reject) => this.#gather(max, idle, "bodySize", (err, body) => (err ? reject(err) : resolve(body!))));
+    this.#bodyPromise.catch(noop);
     return this.#bodyPromise;
   }
 
-  /** Parses a urlencoded or multipart body. An empty body gives an empty form; another type is 415. */
-  readForm(limits: BodyLimits): Promise<ParsedForm> {
-    if (this.#formPromise) return this.#formPromise;
-    this.#formPromise = this.#readForm(limits);
-    this.#formPromise.catch(() => {});
-    return this.#formPromise;
-  }
-
-  // Not async: a plain chain of promises is measurably cheaper on the hot path of small forms.
-  #readForm(limits: BodyLimits): Promise<ParsedForm> {
+  /**
+   * Parses a urlencoded or multipart body and calls `done` once with the form or a BodyError
+   * (synchronously when the headers already decide). An empty body gives an empty form;
+   * another type is 415. Call it once per request.
+   */
+  readForm(limits: BodyLimits, done: Done<ParsedForm>): void {
+    if (this.#formStarted) throw new Error("BodyReader.readForm() is called once per request");
+    this.#formStarted = true;
     const contentType = this.req.headers["content-type"];
     const kind = formKind(contentType);
-    const form: ParsedForm = { fields: emptyRecord(), files: kind === "multipart" ? emptyRecord() : NO_FILES };
     if (kind === undefined) {
-      if (!this.#hasBody()) return Promise.resolve(form);
-      return Promise.reject(new BodyError(415, `Expected a form (application/x-www-form-urlencoded or multipart/form-data), not ${contentType ?? "a body without Content-Type"}.`));
+      if (!this.#hasBody()) return done(undefined, { fields: emptyRecord(), files: NO_FILES });
+      return done(new BodyError(415, `Expected a form (application/x-www-form-urlencoded or multipart/form-data), not ${contentType ?? "a body without Content-Type"}.`));
     }
     const charset = contentType!.indexOf(";") < 0 ? undefined : charsetOf(contentType!);
     if (charset !== undefined && !UTF8_NAMES.has(charset)) {
-      return Promise.reject(new BodyError(400, `The form is declared as charset ${charset}; this server reads forms as UTF-8 only. Send UTF-8.`));
+      return done(new BodyError(400, `The form is declared as charset ${charset}; this server reads forms as UTF-8 only. Send UTF-8.`));
     }
     const early = declaredTooLargeFor(kind, this.req.headers["content-length"], limits);
-    if (early) return Promise.reject(this.#reject(early));
+    if (early) return done(this.#reject(early));
     if (kind === "urlencoded") {
-      // A urlencoded body is bounded by bodySize, so buffering it is bounded too.
-      if (!this.#bodyPromise) {
-        this.#consumed = "body";
-        this.#bodyPromise = this.#collect(limits.bodySize, limits.idleTimeout, "bodySize");
-        this.#bodyPromise.catch(() => {});
-      }
-      return this.#bodyPromise.then((body) => {
-        const err = parseUrlencoded(body, form.fields, limits.fields);
-        if (err) throw err;
-        return form;
+      // A urlencoded body is bounded by bodySize, so buffering it is bounded too; it is parsed
+      // as soon as its last byte is in, in the same event.
+      return this.#gather(limits.bodySize, limits.idleTimeout, "bodySize", (err, body) => {
+        if (err) return done(err);
+        const form: ParsedForm = { fields: emptyRecord(), files: NO_FILES };
+        const invalid = parseUrlencoded(body!, form.fields, limits.fields);
+        done(invalid, invalid ? undefined : form);
       });
     }
     if (this.#consumed === "body") {
-      return Promise.reject(new Error("readForm(): the body was already read with readBody(); a multipart form must be parsed as it streams"));
+      return done(new Error("readForm(): the body was already read with readBody(); a multipart form must be parsed as it streams"));
     }
     this.#consumed = "form";
-    return this.#multipart(form, limits).then(() => form);
+    const form: ParsedForm = { fields: emptyRecord(), files: emptyRecord() };
+    this.#multipart(form, limits).then(
+      () => done(undefined, form),
+      (err: Error) => done(err),
+    );
   }
 
   #hasBody(): boolean {
@@ -613,95 +636,119 @@ export class BodyReader {
     return err;
   }
 
-  /** Buffers the body up to `max` bytes. */
-  #collect(max: number, idle: number, limitName: string): Promise<Buffer> {
+  /**
+   * Calls `done` with the whole body, read into memory up to `max` bytes. The body is read
+   * once: a second reader (readBody after a urlencoded form) gets the same bytes or error.
+   */
+  #gather(max: number, idle: number, limitName: string, done: Done<Buffer>): void {
+    let body = this.#body;
+    if (body === undefined) {
+      body = this.#body = new Outcome<Buffer>();
+      this.#consumed = "body";
+      this.#collect(max, idle, limitName, body);
+    }
+    body.wait(done);
+  }
+
+  /** Buffers the body up to `max` bytes into `into`; a body in one chunk is kept as it came. */
+  #collect(max: number, idle: number, limitName: string, into: Outcome<Buffer>): void {
     const early = this.req.headers["content-length"];
     if (early !== undefined && Number(early) > max) {
-      return Promise.reject(this.#reject(tooLarge(limitName, max, `The body is ${early} bytes`)));
+      return into.settle(this.#reject(tooLarge(limitName, max, `The body is ${early} bytes`)));
     }
-    const chunks: Buffer[] = [];
+    let first: Buffer | undefined;
+    let chunks: Buffer[] | undefined;
     let size = 0;
-    return this.#pump(max, idle, limitName, (chunk) => {
-      chunks.push(chunk);
-      size += chunk.length;
-      return true;
-    }).then(() => (chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, size)));
+    this.#pump(
+      max,
+      idle,
+      limitName,
+      (chunk) => {
+        if (first === undefined) first = chunk;
+        else (chunks ??= [first]).push(chunk);
+        size += chunk.length;
+        return true;
+      },
+      (err) => {
+        if (err) into.settle(err);
+        else into.settle(undefined, chunks ? Buffer.concat(chunks, size) : (first ?? EMPTY));
+      },
+    );
   }
 
   /**
    * Feeds the body to `write` with backpressure (a false return pauses the request until
-   * `drain` on `drainer`), counting bytes against `max` and timing out when the client stalls.
-   * Rejects with a BodyError; the connection's fate is settled by `#reject`.
+   * `drain` on `drainer`), counting bytes against `max` and timing out when the client stalls;
+   * then calls `done` once, from the body's 'end' event or with a BodyError (the connection's
+   * fate settled by `#reject`).
    */
-  #pump(max: number, idle: number, limitName: string, write: (chunk: Buffer) => boolean, drainer?: NodeJS.EventEmitter, abort?: AbortSignal): Promise<void> {
+  #pump(max: number, idle: number, limitName: string, write: (chunk: Buffer) => boolean, done: (err?: BodyError) => void, drainer?: NodeJS.EventEmitter, abort?: AbortSignal): void {
     const req = this.req;
-    return new Promise<void>((resolve, reject) => {
-      let received = 0;
-      let settled = false;
-      const cleanup = () => {
-        settled = true;
-        if (w) watched.delete(w);
-        req.off("data", onData);
-        req.off("end", onEnd);
-        req.off("error", onAbort);
-        req.off("close", onClose);
-        if (onDrain) drainer!.off("drain", onDrain);
-        if (onAbortSignal) abort!.removeEventListener("abort", onAbortSignal);
-      };
-      const fail = (err: BodyError) => {
-        if (settled) return;
-        cleanup();
-        reject(this.#reject(err));
-      };
-      const w: Watched | undefined =
-        idle > 0
-          ? {
-              last: performance.now(),
-              idle,
-              held: false,
-              expire: () =>
-                fail(new BodyError(408, `The client sent no body data for ${idle} ms; the request was abandoned. Send the body without pausing, or raise idleTimeout.`)),
-            }
-          : undefined;
-      const onData = (chunk: Buffer) => {
-        received += chunk.length;
-        if (received > max) return fail(tooLarge(limitName, max, `The body is larger than ${max} bytes`));
-        if (w) w.last = performance.now();
-        if (!write(chunk)) {
-          req.pause();
-          if (w) w.held = true;
-        }
-      };
-      const onDrain =
-        drainer &&
-        (() => {
-          if (settled) return;
-          req.resume();
-          if (w) {
-            w.held = false;
-            w.last = performance.now();
+    let received = 0;
+    let settled = false;
+    const cleanup = () => {
+      settled = true;
+      if (w) watched.delete(w);
+      req.off("data", onData);
+      req.off("end", onEnd);
+      req.off("error", onAbort);
+      req.off("close", onClose);
+      if (onDrain) drainer!.off("drain", onDrain);
+      if (onAbortSignal) abort!.removeEventListener("abort", onAbortSignal);
+    };
+    const fail = (err: BodyError) => {
+      if (settled) return;
+      cleanup();
+      done(this.#reject(err));
+    };
+    const w: Watched | undefined =
+      idle > 0
+        ? {
+            idle,
+            active: true,
+            quietSince: 0,
+            held: false,
+            expire: () => fail(new BodyError(408, `The client sent no body data for ${idle} ms; the request was abandoned. Send the body without pausing, or raise idleTimeout.`)),
           }
-        });
-      const onEnd = () => {
+        : undefined;
+    const onData = (chunk: Buffer) => {
+      received += chunk.length;
+      if (received > max) return fail(tooLarge(limitName, max, `The body is larger than ${max} bytes`));
+      if (w) w.active = true;
+      if (!write(chunk)) {
+        req.pause();
+        if (w) w.held = true;
+      }
+    };
+    const onDrain =
+      drainer &&
+      (() => {
         if (settled) return;
-        cleanup();
-        resolve();
-      };
-      const onAbort = () => fail(new BodyError(400, "The client closed the connection before sending the whole body."));
-      const onClose = () => {
-        if (!req.complete && !req.readableEnded) onAbort();
-      };
-      const onAbortSignal = abort && (() => fail(abort.reason as BodyError));
-      if (abort?.aborted) return fail(abort.reason as BodyError);
-      if (onAbortSignal) abort!.addEventListener("abort", onAbortSignal);
-      if (w) watch(w);
-      req.on("data", onData);
-      req.on("end", onEnd);
-      req.on("error", onAbort);
-      req.on("close", onClose);
-      if (onDrain) drainer!.on("drain", onDrain);
-      req.resume();
-    });
+        req.resume();
+        if (w) {
+          w.held = false;
+          w.active = true;
+        }
+      });
+    const onEnd = () => {
+      if (settled) return;
+      cleanup();
+      done();
+    };
+    const onAbort = () => fail(new BodyError(400, "The client closed the connection before sending the whole body."));
+    const onClose = () => {
+      if (!req.complete && !req.readableEnded) onAbort();
+    };
+    const onAbortSignal = abort && (() => fail(abort.reason as BodyError));
+    if (abort?.aborted) return fail(abort.reason as BodyError);
+    if (onAbortSignal) abort!.addEventListener("abort", onAbortSignal);
+    if (w) watch(w);
+    req.on("data", onData);
+    req.on("end", onEnd);
+    req.on("error", onAbort);
+    req.on("close", onClose);
+    if (onDrain) drainer!.on("drain", onDrain);
+    req.resume();
   }
 
   /** Parses multipart/form-data with busboy; uploads past `fileMemory` go to temporary files. */
@@ -761,7 +808,10 @@ export class BodyReader {
     });
     parsed.catch(fail);
     try {
-      await Promise.race([this.#pump(limits.uploadSize, limits.idleTimeout, "uploadSize", (chunk) => bb.write(chunk), bb, abort.signal), aborted]);
+      const pumped = new Promise<void>((resolve, reject) =>
+        this.#pump(limits.uploadSize, limits.idleTimeout, "uploadSize", (chunk) => bb.write(chunk), (err) => (err ? reject(err) : resolve()), bb, abort.signal),
+      );
+      await Promise.race([pumped, aborted]);
       bb.end();
       await Promise.race([parsed, aborted]);
       await Promise.race([Promise.all(writes), aborted]);

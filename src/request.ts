@@ -7,7 +7,7 @@ import { type IncomingHttpHeaders, type IncomingMessage, type OutgoingHttpHeader
 import { constants as http2Constants, type Http2ServerRequest, type Http2ServerResponse } from "node:http2";
 import { Socket } from "node:net";
 import type { TLSSocket } from "node:tls";
-import { BodyReader, emptyRecord, mergeLimits, type BodyLimits, type BodySink, type BodySource, type ParsedForm, type UploadedFile } from "./body";
+import { BodyReader, emptyRecord, mergeLimits, Outcome, type BodyLimits, type BodySink, type BodySource, type Done, type ParsedForm, type UploadedFile } from "./body";
 import { evaluatePreconditions, formatHttpDate, normalizeETag } from "./conditional";
 import { parseCookieHeader, serializeCookie, type CookieOptions } from "./cookies";
 import type { IRequest } from "./resource";
@@ -235,6 +235,7 @@ export class Request implements IRequest {
   #body?: BodyReader;
   #limits?: BodyLimits;
   #form?: Promise<ParsedForm>;
+  #formOutcome?: Outcome<ParsedForm>;
   #files?: Record<string, UploadedFile[]>;
   #cookies?: Record<string, string>;
   #session?: Promise<ISession>;
@@ -325,7 +326,7 @@ export class Request implements IRequest {
   }
 
   #reader(): BodyReader {
-    return (this.#body ??= new BodyReader(this.req as unknown as BodySource, this.#res as unknown as BodySink, this.bodyLimits()));
+    return (this.#body ??= new BodyReader(this.req as unknown as BodySource, this.#res as unknown as BodySink, () => this.bodyLimits()));
   }
 
   /**
@@ -342,19 +343,35 @@ export class Request implements IRequest {
    * query's, uploads go to `files`. `Resource.render` calls it before `render_POST`/`PUT`/`PATCH`.
    */
   readForm(limits?: Partial<BodyLimits>): Promise<ParsedForm> {
-    return (this.#form ??= this.#reader()
-      .readForm(this.bodyLimits(limits))
-      .then((form) => {
-        if (this.#args === undefined && !this.queryString) {
-          // No query to put first: the fields are the args (the same record, not a copy).
-          this.#args = form.fields;
-        } else {
-          const args = this.args;
-          for (const name of Object.keys(form.fields)) (args[name] ??= []).push(...form.fields[name]);
-        }
-        this.#files = form.files;
-        return form;
-      }));
+    return (this.#form ??= new Promise<ParsedForm>((resolve, reject) => this.whenForm(limits, (err, form) => (err ? reject(err) : resolve(form!)))));
+  }
+
+  /**
+   * `readForm` with a callback: `done` is called once the form is parsed and merged into
+   * `args` and `files` (or with the error), in the event that completed the body, without a
+   * promise per step. The first call's limits apply. `Resource.render` uses it.
+   */
+  whenForm(limits: Partial<BodyLimits> | undefined, done: Done<ParsedForm>): void {
+    let outcome = this.#formOutcome;
+    if (outcome === undefined) {
+      const started = (outcome = this.#formOutcome = new Outcome<ParsedForm>());
+      this.#reader().readForm(this.bodyLimits(limits), (err, form) => {
+        if (form !== undefined) this.#mergeForm(form);
+        started.settle(err, form);
+      });
+    }
+    outcome.wait(done);
+  }
+
+  #mergeForm(form: ParsedForm): void {
+    if (this.#args === undefined && !this.queryString) {
+      // No query to put first: the fields are the args (the same record, not a copy).
+      this.#args = form.fields;
+    } else {
+      const args = this.args;
+      for (const name of Object.keys(form.fields)) (args[name] ??= []).push(...form.fields[name]);
+    }
+    this.#files = form.files;
   }
 
   /** Uploaded files by field name, once the form was read (empty before). Removed when the request ends. */

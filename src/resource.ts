@@ -42,6 +42,12 @@ export interface IRequest {
    * because this module cannot import `Request`: `render` parses forms only when it is there.
    */
   readForm?(limits?: Partial<BodyLimits>): Promise<unknown>;
+  /**
+   * `readForm` with a callback, called once with the error (undefined when the form was
+   * parsed). Optional like `readForm`; when present `render` uses it, so that the handler runs
+   * as soon as the body is in, without a promise per step.
+   */
+  whenForm?(limits: Partial<BodyLimits> | undefined, done: (error: Error | undefined) => void): void;
   /** The body limits in force: defaults, the site's, then `overrides` (`Request` implements it). */
   bodyLimits?(overrides?: Partial<BodyLimits>): BodyLimits;
 }
@@ -270,13 +276,23 @@ const notFound = new NoResource();
 
 /** Reads the form, then renders; a body the limits refuse becomes its error page (400, 408, 413, 415). */
 function renderAfterForm(resource: Resource, handler: RenderMethod, request: IRequest): PromiseLike<Awaited<RenderResult>> {
-  return request.readForm!(resource.bodyLimits).then(
-    () => handler.call(resource, request) as Awaited<RenderResult>,
-    (err: unknown) => {
-      if (err instanceof BodyError) return new ErrorPage(err.status, err.brief, err.message).render(request);
-      throw err;
-    },
-  );
+  const refused = (err: unknown) => {
+    if (err instanceof BodyError) return new ErrorPage(err.status, err.brief, err.message).render(request);
+    throw err;
+  };
+  if (request.whenForm === undefined) {
+    return request.readForm!(resource.bodyLimits).then(() => handler.call(resource, request) as Awaited<RenderResult>, refused);
+  }
+  // One promise, settled from the event that completed the body: the handler runs right there.
+  return new Promise<Awaited<RenderResult>>((resolve, reject) => {
+    request.whenForm!(resource.bodyLimits, (err) => {
+      try {
+        resolve((err === undefined ? handler.call(resource, request) : refused(err)) as Awaited<RenderResult>);
+      } catch (thrown) {
+        reject(thrown);
+      }
+    });
+  });
 }
 
 /** The default error page markup; a Site can replace it with its own template. */

@@ -1,0 +1,312 @@
+/**
+ * Urlencoded forms whatever way their bytes arrive: in one chunk or in many, over HTTP/1 and
+ * HTTP/2, and under every limit. The form is parsed in the event that completes the body and
+ * the render method runs right there, so these tests also pin what that path must keep: limits,
+ * the idle timeout, errors from the handler, and one merge of the fields into `args`.
+ */
+import assert from "node:assert/strict";
+import * as http from "node:http";
+import * as http2 from "node:http2";
+import type { AddressInfo } from "node:net";
+import * as net from "node:net";
+import { describe, test } from "node:test";
+import { BodyError, parseUrlencoded } from "../src/body";
+import type { Request } from "../src/request";
+import { Resource } from "../src/resource";
+import { Site, type SiteOptions } from "../src/server";
+import { request } from "./helpers";
+
+/** Echoes the args and how many 'data' events the body came in. */
+class Echo extends Resource {
+  override isLeaf = true;
+  render_POST(request: Request) {
+    request.setHeader("Content-Type", "application/json");
+    return JSON.stringify({ args: request.args, chunks: (request.req as { chunks?: number }).chunks });
+  }
+}
+
+/** A Site behind a server that counts the 'data' events of each request body. */
+async function countingSite(root: Resource, options: SiteOptions = {}) {
+  const errors: string[] = [];
+  const site = new Site(root, { errorLog: (m) => errors.push(m), ...options });
+  const server = http.createServer((req, res) => {
+    const counted = req as typeof req & { chunks: number };
+    counted.chunks = 0;
+    req.on("data", () => counted.chunks++);
+    site.handler(req, res);
+  });
+  site.attach(server);
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const port = (server.address() as AddressInfo).port;
+  return { site, port, base: `http://127.0.0.1:${port}`, errors, close: () => site.close() };
+}
+
+/**
+ * POSTs `pieces` as a chunked body, one chunk per piece (each becomes its own 'data' event on
+ * the server, whatever TCP does with them).
+ */
+function postChunked(base: string, pieces: Buffer[], path = "/"): Promise<{ status: number; text: string }> {
+  return new Promise((resolve, reject) => {
+    const req = http.request(`${base}${path}`, { method: "POST", agent: false, headers: { "content-type": "application/x-www-form-urlencoded", "transfer-encoding": "chunked" } }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on("data", (c: Buffer) => chunks.push(c));
+      res.on("end", () => resolve({ status: res.statusCode!, text: Buffer.concat(chunks).toString() }));
+    });
+    req.on("error", reject);
+    for (const p of pieces) req.write(p);
+    req.end();
+  });
+}
+
+/** `body` cut at every offset in `cuts`. */
+function cut(body: Buffer, cuts: number[]): Buffer[] {
+  const out: Buffer[] = [];
+  let from = 0;
+  for (const at of [...cuts, body.length]) {
+    out.push(body.subarray(from, at));
+    from = at;
+  }
+  return out;
+}
+
+describe("urlencoded bodies in one chunk or many", () => {
+  test("a body cut inside escapes, names and UTF-8 characters gives the same args as in one chunk", async () => {
+    const s = await countingSite(new Echo());
+    try {
+      const ascii = Buffer.from("name=Ada+Lovelace&email=ada%40example.org&t%C3%A9=%C3%A9t%C3%A9&plain=x&empty=&flag&q=1%2B1%3D2");
+      const rawUtf8 = Buffer.from("ville=Zürich&note=naïve+café&✓=%E2%9C%93");
+      for (const body of [ascii, rawUtf8]) {
+        const one = await postChunked(s.base, [body]);
+        assert.equal(one.status, 200, one.text);
+        const whole = JSON.parse(one.text);
+        assert.equal(whole.chunks, 1);
+        // Every offset: inside "%C3", between the two bytes of "é"/"ü", inside names and values.
+        const everyByte = await postChunked(s.base, cut(body, Array.from({ length: body.length - 1 }, (_, i) => i + 1)));
+        const many = JSON.parse(everyByte.text);
+        assert.equal(many.chunks, body.length);
+        assert.deepEqual(many.args, whole.args);
+        const some = JSON.parse((await postChunked(s.base, cut(body, [3, 4, 20, 21, 22]))).text);
+        assert.equal(some.chunks, 6);
+        assert.deepEqual(some.args, whole.args);
+      }
+      const first = JSON.parse((await postChunked(s.base, [ascii])).text).args;
+      assert.deepEqual(first, { name: ["Ada Lovelace"], email: ["ada@example.org"], "té": ["été"], plain: ["x"], empty: [""], flag: [""], q: ["1+1=2"] });
+      const second = JSON.parse((await postChunked(s.base, [rawUtf8])).text).args;
+      assert.deepEqual(second, { ville: ["Zürich"], note: ["naïve café"], "✓": ["✓"] });
+      assert.deepEqual(s.errors, []);
+    } finally {
+      await s.close();
+    }
+  });
+
+  test("bodySize holds for a body of undeclared length in one chunk and in many; at the limit is fine", async () => {
+    const s = await countingSite(new Echo(), { bodyLimits: { bodySize: 100 } });
+    try {
+      const at = Buffer.from("a=" + "x".repeat(98));
+      const over = Buffer.from("a=" + "x".repeat(99));
+      for (const pieces of [[at], cut(at, [10, 50, 99])]) {
+        const r = await postChunked(s.base, pieces);
+        assert.equal(r.status, 200, r.text);
+        assert.equal(JSON.parse(r.text).args.a[0].length, 98);
+      }
+      for (const pieces of [[over], cut(over, [10, 50, 100])]) {
+        const r = await postChunked(s.base, pieces);
+        assert.equal(r.status, 413);
+        assert.match(r.text, /at most 100 bytes \(bodySize\)/);
+      }
+      const after = await request(`${s.base}/`, { method: "POST", headers: { "content-type": "application/x-www-form-urlencoded" }, body: "ok=1" });
+      assert.equal(after.status, 200);
+      assert.deepEqual(s.errors, [], "a refused body is not a server error");
+    } finally {
+      await s.close();
+    }
+  });
+
+  test("the fields limit and UTF-8 checks hold for a body in many chunks", async () => {
+    const s = await countingSite(new Echo(), { bodyLimits: { fields: 3 } });
+    try {
+      const tooMany = await postChunked(s.base, cut(Buffer.from("a=1&b=2&c=3&d=4"), [2, 6, 9]));
+      assert.equal(tooMany.status, 413);
+      assert.match(tooMany.text, /more than 3 fields/);
+      const three = await postChunked(s.base, cut(Buffer.from("a=1&b=2&c=3"), [2, 6, 9]));
+      assert.equal(three.status, 200);
+      // "é" sent as Latin-1, its one byte alone in a chunk.
+      const latin1 = await postChunked(s.base, [Buffer.from("n=caf"), Buffer.from([0xe9]), Buffer.from("&m=1")]);
+      assert.equal(latin1.status, 400);
+      assert.match(latin1.text, /not valid UTF-8/);
+    } finally {
+      await s.close();
+    }
+  });
+
+  test("a urlencoded body that stalls gets 408 no sooner than idleTimeout after its last byte; the server still answers", async () => {
+    const idle = 250;
+    const s = await countingSite(new Echo(), { bodyLimits: { idleTimeout: idle } });
+    try {
+      const socket = net.connect(s.port, "127.0.0.1");
+      let data = "";
+      socket.on("data", (c) => (data += c.toString("latin1")));
+      const closed = new Promise<void>((resolve) => socket.on("close", () => resolve()));
+      await new Promise<void>((resolve) => socket.once("connect", () => resolve()));
+      await new Promise<void>((resolve) => socket.write("POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 50\r\n\r\na=1&b=", () => resolve()));
+      const sent = performance.now();
+      await closed;
+      const waited = performance.now() - sent;
+      assert.match(data, /^HTTP\/1\.1 408 Request Timeout\r\n/);
+      assert.match(data, /\r\nConnection: close\r\n/i);
+      assert.match(data, /no body data for 250 ms/);
+      assert.ok(waited >= idle, `answered after ${waited} ms, before the ${idle} ms idle timeout`);
+      const again = await request(`${s.base}/`, { method: "POST", headers: { "content-type": "application/x-www-form-urlencoded" }, body: "a=1" });
+      assert.equal(again.status, 200);
+    } finally {
+      await s.close();
+    }
+  });
+
+  test("a body that keeps coming, slower than idleTimeout overall but never pausing that long, is read", async () => {
+    const idle = 200;
+    const s = await countingSite(new Echo(), { bodyLimits: { idleTimeout: idle } });
+    try {
+      const r = await new Promise<{ status: number; text: string }>((resolve, reject) => {
+        const req = http.request(`${s.base}/`, { method: "POST", agent: false, headers: { "content-type": "application/x-www-form-urlencoded", "transfer-encoding": "chunked" } }, (res) => {
+          let text = "";
+          res.on("data", (c) => (text += c));
+          res.on("end", () => resolve({ status: res.statusCode!, text }));
+        });
+        req.on("error", reject);
+        // Ten pieces, each sent when the previous one was written: 40 ms apart at most.
+        let left = 10;
+        const next = () => {
+          if (--left < 0) return void req.end();
+          req.write(`k${left}=${left}&`, () => setTimeout(next, 40));
+        };
+        next();
+      });
+      assert.equal(r.status, 200, r.text);
+      const out = JSON.parse(r.text);
+      assert.equal(out.chunks, 10);
+      assert.equal(Object.keys(out.args).length, 10);
+    } finally {
+      await s.close();
+    }
+  });
+});
+
+describe("the render method after a form", () => {
+  test("a render_POST that throws or rejects once the form is in is a logged 500, and the next request is answered", async () => {
+    class Failing extends Resource {
+      override isLeaf = true;
+      render_POST(request: Request): string | Promise<string> {
+        if (request.args.how?.[0] === "throw") throw new Error("thrown after the form");
+        if (request.args.how?.[0] === "reject") return Promise.reject(new Error("rejected after the form"));
+        return `ok ${request.args.how}`;
+      }
+    }
+    const s = await countingSite(new Failing());
+    try {
+      for (const how of ["throw", "reject"]) {
+        const r = await request(`${s.base}/`, { method: "POST", headers: { "content-type": "application/x-www-form-urlencoded" }, body: `how=${how}` });
+        assert.equal(r.status, 500, how);
+        assert.match(r.text, /Processing Failed/);
+      }
+      assert.equal(s.errors.length, 2);
+      assert.ok(s.errors.every((m) => m.startsWith("error while serving POST /")));
+      const ok = await request(`${s.base}/`, { method: "POST", headers: { "content-type": "application/x-www-form-urlencoded" }, body: "how=fine" });
+      assert.equal(ok.text, "ok fine");
+    } finally {
+      await s.close();
+    }
+  });
+
+  test("readForm() and readBody() inside render_POST give the parsed form and bytes; the fields merge into args once", async () => {
+    class Again extends Resource {
+      override isLeaf = true;
+      async render_POST(request: Request) {
+        const first = await request.readForm();
+        const second = await request.readForm();
+        const body = await request.readBody();
+        return JSON.stringify({ same: first === second, fields: first.fields, args: request.args, body: body.toString() });
+      }
+    }
+    const s = await countingSite(new Again());
+    try {
+      const r = await postChunked(s.base, cut(Buffer.from("a=2&b=3&a=4"), [5]), "/?a=1");
+      assert.equal(r.status, 200, r.text);
+      assert.deepEqual(JSON.parse(r.text), { same: true, fields: { a: ["2", "4"], b: ["3"] }, args: { a: ["1", "2", "4"], b: ["3"] }, body: "a=2&b=3&a=4" });
+    } finally {
+      await s.close();
+    }
+  });
+
+  test("a urlencoded form in several HTTP/2 DATA frames", async () => {
+    const site = new Site(new Echo(), { errorLog: () => {} });
+    const server = http2.createServer(site.handler);
+    site.attach(server);
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    const client = http2.connect(`http://127.0.0.1:${(server.address() as AddressInfo).port}`);
+    try {
+      const r = await new Promise<{ status: number; text: string }>((resolve, reject) => {
+        const stream = client.request({ ":method": "POST", ":path": "/?q=0", "content-type": "application/x-www-form-urlencoded" });
+        let status = 0;
+        let text = "";
+        stream.on("response", (h) => (status = Number(h[":status"])));
+        stream.on("data", (c: Buffer) => (text += c));
+        stream.on("end", () => resolve({ status, text }));
+        stream.on("error", reject);
+        stream.write("na", () => stream.write("me=%C3", () => stream.end("%A9t%C3%A9&x=1")));
+      });
+      assert.equal(r.status, 200, r.text);
+      assert.deepEqual(JSON.parse(r.text).args, { q: ["0"], name: ["été"], x: ["1"] });
+    } finally {
+      client.close();
+      await site.close();
+    }
+  });
+});
+
+describe("parseUrlencoded", () => {
+  const parse = (text: string | Buffer, max = 1000) => {
+    const fields: Record<string, string[]> = Object.create(null);
+    const err = parseUrlencoded(Buffer.isBuffer(text) ? text : Buffer.from(text), fields, max);
+    return err ?? { ...fields };
+  };
+
+  test("fields without '=', escapes and '+' only late in the body, '+' and escapes in names, empty pieces", () => {
+    assert.deepEqual(parse("a&b&&c=1+2%21"), { a: [""], b: [""], c: ["1 2!"] });
+    assert.deepEqual(parse("x+y=1&%41=2&z&=v"), { "x y": ["1"], A: ["2"], z: [""], "": ["v"] });
+    assert.deepEqual(parse("a=b=c&d==&e"), { a: ["b=c"], d: ["="], e: [""] });
+    assert.deepEqual(parse("p=%&q=%2&r=%%41&s=+%2B+"), { p: ["%"], q: ["%2"], r: ["%A"], s: [" + "] });
+    assert.deepEqual(parse(""), {});
+    assert.deepEqual(parse("&&&"), {});
+    // The same shapes with a raw UTF-8 byte somewhere (the byte-wise path).
+    assert.deepEqual(parse("é&b&&c=1+2%21"), { "é": [""], b: [""], c: ["1 2!"] });
+    assert.deepEqual(parse("x+y=ü&%41=2&z&=v"), { "x y": ["ü"], A: ["2"], z: [""], "": ["v"] });
+  });
+
+  test("a component larger than the shared decoding buffer decodes whole, and the next one is not disturbed", () => {
+    const big = "%C3%A9".repeat(40_000) + "+end";
+    const out = parse(`big=${big}&small=%41b&after=ok`);
+    assert.ok(!(out instanceof BodyError));
+    assert.equal(out.big[0], "é".repeat(40_000) + " end");
+    assert.deepEqual(out.small, ["Ab"]);
+    assert.deepEqual(out.after, ["ok"]);
+    const mid = "%41".repeat(30_000);
+    const out2 = parse(`m=${mid}&n=%42`);
+    assert.ok(!(out2 instanceof BodyError));
+    assert.equal(out2.m[0], "A".repeat(30_000));
+    assert.deepEqual(out2.n, ["B"]);
+  });
+
+  test("the field count stops the parse at the limit, whatever the shape", () => {
+    const err = parse("a&".repeat(11), 10);
+    assert.ok(err instanceof BodyError && err.status === 413);
+    assert.deepEqual(parse("a&".repeat(10), 10), { a: Array(10).fill("") });
+  });
+
+  test("__proto__ and other Object.prototype names are plain fields", () => {
+    const out = parse("__proto__=1&constructor=2&toString=3&hasOwnProperty=%34");
+    assert.ok(!(out instanceof BodyError));
+    assert.deepEqual(Object.entries(out), [["__proto__", ["1"]], ["constructor", ["2"]], ["toString", ["3"]], ["hasOwnProperty", ["4"]]]);
+    assert.equal(({} as Record<string, unknown>).polluted, undefined);
+  });
+});
