@@ -8,6 +8,10 @@
 //
 //   npm run bench:input                                   (10 s per round, 2 rounds)
 //   DURATION=20 ROUNDS=3 node bench/input.js
+//   SCENARIOS=form UPLOADS=0 node bench/input.js          (the form POST only, no uploads)
+//
+// SCENARIOS is a comma-separated list of scenarios to run (default: form,gzip); UPLOADS=0
+// skips the upload memory part. Each round's ratio is printed, and their median at the end.
 //
 // Each server runs in its own process pinned to CPU 0 (when taskset exists); autocannon
 // runs here, on the other CPU. 64 connections, no pipelining, 127.0.0.1 only.
@@ -33,10 +37,14 @@ function load(url, opts) {
 }
 
 const FORM = "name=Ada+Lovelace&email=ada%40example.org&subject=Notes&message=" + encodeURIComponent("On the Analytical Engine. ".repeat(8)) + "&agree=on";
-const SCENARIOS = {
+const ALL_SCENARIOS = {
   form: { path: "/form", opts: { method: "POST", body: FORM, headers: { "content-type": "application/x-www-form-urlencoded" } } },
   gzip: { path: "/big", opts: { headers: { "accept-encoding": "gzip" } } },
 };
+const chosen = (process.env.SCENARIOS ?? Object.keys(ALL_SCENARIOS).join(",")).split(",").filter(Boolean);
+for (const name of chosen) if (!ALL_SCENARIOS[name]) throw new Error(`unknown scenario ${name}; known: ${Object.keys(ALL_SCENARIOS).join(", ")}`);
+const SCENARIOS = Object.fromEntries(chosen.map((name) => [name, ALL_SCENARIOS[name]]));
+const UPLOADS = process.env.UPLOADS !== "0";
 
 /** Streams a multipart upload of `size` bytes (generated, not stored) and resolves with the answer. */
 function upload(port, size) {
@@ -68,6 +76,10 @@ function upload(port, size) {
 
 (async () => {
   const mean = (xs) => xs.reduce((a, b) => a + b, 0) / xs.length;
+  const median = (xs) => {
+    const s = [...xs].sort((a, b) => a - b);
+    return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+  };
   for (const [name, scenario] of Object.entries(SCENARIOS)) {
     const servers = { trellis: await start(`trellis-${name}`), fastify: await start(`fastify-${name}`) };
     const results = { trellis: [], fastify: [] };
@@ -82,10 +94,13 @@ function upload(port, size) {
     }
     const t = mean(results.trellis.map((x) => x.rps));
     const f = mean(results.fastify.map((x) => x.rps));
-    console.log(`${name}: trellis ${t.toFixed(0)} req/s, fastify ${f.toFixed(0)} req/s, ratio trellis/fastify ${(t / f).toFixed(3)}\n`);
+    const ratios = results.trellis.map((x, i) => x.rps / results.fastify[i].rps);
+    console.log(`${name}: round ratios ${ratios.map((r) => r.toFixed(3)).join(" ")}`);
+    console.log(`${name}: trellis ${t.toFixed(0)} req/s, fastify ${f.toFixed(0)} req/s (means); ratio trellis/fastify ${(t / f).toFixed(3)} of means, ${median(ratios).toFixed(3)} median of rounds\n`);
     for (const s of Object.values(servers)) s.child.send("exit");
   }
 
+  if (!UPLOADS) return;
   // Peak RSS of a fresh server per upload size: flat means memory does not grow with the body.
   const mib = (x) => (x / 2 ** 20).toFixed(1);
   const peaks = [];
