@@ -10,6 +10,7 @@
 //   npm run build && node bench/cgi.js
 //   AMOUNT=5000 ROUNDS=7 CONNECTIONS=16 LEAK_RUN=0 node bench/cgi.js
 //   PIN=0 node bench/cgi.js          (no pinning: everything shares both CPUs)
+//   BALLAST_MB=300 node bench/cgi.js (the trellis servers keep ~300 MiB of live heap)
 //
 // Servers, their scripts and the floor all run pinned to CPU 0 (when taskset exists; children
 // inherit it); the client runs here, on CPU 1. 127.0.0.1 only.
@@ -64,6 +65,10 @@ function health() {
 
 /** `--serve SCRIPT [helper]`: a trellis Site whose root is the script; "helper" starts scripts from the helper process. */
 function serve(script, how) {
+  // BALLAST_MB: live heap the server keeps, to see what a large application does to fork().
+  const ballast = [];
+  for (let i = 0; i < Number(process.env.BALLAST_MB ?? 0); i++) ballast.push(Array.from({ length: 16384 }, (_, j) => ({ j })));
+  globalThis.ballast = ballast;
   const http = require("node:http");
   const { Resource, Site } = require("..");
   const { CGIScript, CGILimiter } = require("../dist/cgi");

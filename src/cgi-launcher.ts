@@ -139,10 +139,10 @@ binmode STDOUT;
 open(my $null, '<', '/dev/null') or die "trellis cgi helper: /dev/null: $!\n";
 pipe(my $wake_r, my $wake_w) or die "trellis cgi helper: pipe: $!\n";
 for my $fh ($wake_r, $wake_w) { fcntl($fh, F_SETFL, fcntl($fh, F_GETFL, 0) | O_NONBLOCK) }
+# Caught, not ignored: exec() resets caught signals, so scripts start with none ignored.
+# (The helper has a session of its own, so no terminal signal reaches it; a SIGPIPE means
+# the server is gone, and so should the helper be.)
 $SIG{CHLD} = sub { syswrite($wake_w, 'x') };
-$SIG{PIPE} = 'IGNORE';
-$SIG{INT} = 'IGNORE';
-$SIG{HUP} = 'IGNORE';
 
 my %id_of;
 
@@ -186,11 +186,17 @@ sub run {
   my $in = $null;
   if ($stdin eq 'pipe') { $in = connect_back($id, 'I') or return failed($id, $! + 0) }
   pipe(my $fail_r, my $fail_w) or return failed($id, $! + 0);
+  # The environment is set here, not in the child: every write the child makes to Perl's
+  # memory before exec() is a page copied.
+  %ENV = ();
+  for my $kv (@rest) {
+    my $i = index($kv, '=');
+    $ENV{substr($kv, 0, $i)} = substr($kv, $i + 1) if $i > 0;
+  }
   my $pid = fork();
   return failed($id, $! + 0) unless defined $pid;
   if ($pid == 0) {
     my $fail = sub { my $e = $! + 0; syswrite($fail_w, pack('N', $e || 5)); POSIX::_exit(127) };
-    $SIG{$_} = 'DEFAULT' for qw(CHLD PIPE INT HUP);
     POSIX::sigprocmask(POSIX::SIG_SETMASK(), POSIX::SigSet->new());
     POSIX::setsid();
     defined POSIX::dup2(fileno($in), 0) or $fail->();
@@ -202,11 +208,6 @@ sub run {
       $) = "$g $g";
       if ($gid ne '') { POSIX::setgid($gid) or $fail->() }
       if ($uid ne '') { POSIX::setuid($uid) or $fail->() }
-    }
-    %ENV = ();
-    for my $kv (@rest) {
-      my $i = index($kv, '=');
-      $ENV{substr($kv, 0, $i)} = substr($kv, $i + 1) if $i > 0;
     }
     exec { $file } $file, @args;
     $fail->();
@@ -484,7 +485,7 @@ class Helper {
     this.#server.close();
     this.#proc.kill("SIGKILL");
     rmSync(this.#dir, { recursive: true, force: true });
-    if (!this.#wasReady) helperWarning = `CGI scripts are started from the server process: the helper process could not run (${why}). Install perl, or leave spawnHelper off.`;
+    if (!this.#wasReady) helperWarning = `CGI scripts are started from the server process: the helper process could not run (${why}). Install perl, or set spawnHelper: false to choose this.`;
   }
 
   /** For process exit: the socket directory must not be left behind. */

@@ -96,11 +96,11 @@ export interface CGIOptions {
   queryArgs?: boolean;
   /**
    * Start scripts from a small helper process (Perl, like Apache's mod_cgid daemon) rather
-   * than from the server process. fork() costs more the larger the forking process: from a
-   * server with a heap of hundreds of MiB, every script start pays for it, and the helper
-   * keeps that cost flat. For a small server it costs more than it saves (docs/cgi.md has
-   * figures). The script's input and output still flow straight between it and trellis.
-   * Without Perl, scripts start from the server process and the log says so once. Default false.
+   * than from the server process. fork() costs more the larger the forking process, so from
+   * a server with a large heap every script start would pay for it; and the helper forks on
+   * another core while the server goes on serving. The script's input and output still flow
+   * straight between it and trellis. Without Perl, scripts start from the server process and
+   * the log says so once. Default true; false starts them from the server process always.
    */
   spawnHelper?: boolean;
   /** Called once each script's process has ended and its pipes are closed (metrics, tests). */
@@ -560,7 +560,7 @@ export class CGIScript extends Resource {
           gid: o.gid,
           stdin: body.kind === "file" ? { file: body.handle } : body.kind === "stream" && body.length > 0 ? "pipe" : "null",
         },
-        o.spawnHelper === true,
+        o.spawnHelper !== false,
       );
     } catch (err) {
       release();

@@ -21,6 +21,12 @@ async function alone(name: string, options: CGIOptions = {}): Promise<{ s: Runni
   return { s, exits };
 }
 
+/** The two ways of starting scripts, for the tests that must hold for both. */
+const MODES = [
+  { name: "from the helper", spawnHelper: true },
+  { name: "from the server process", spawnHelper: false },
+];
+
 /** Parses whence.sh's answer. */
 function whence(text: string): { ppid: number; self: number; pgrp: number; ignored: string } {
   const field = (re: RegExp) => {
@@ -76,61 +82,63 @@ describe("CGI spawnHelper", () => {
     }
   });
 
-  test("a streamed body and a spooled chunked body reach the script whole", async () => {
-    const { s } = await alone("echo.pl");
-    try {
-      const body = randomBytes(3 * 1024 * 1024 + 17);
-      const sha = createHash("sha256").update(body).digest("hex");
-      const r = await request(s.base + "/", { method: "POST", body, headers: { "Content-Type": "application/octet-stream" } });
-      assert.equal(r.status, 200);
-      assert.equal(r.text, `POST ${body.length} ${sha} ${body.length}\n`);
-      assert.deepEqual(r.headers["set-cookie"], ["a=1; Path=/", "b=2; Path=/"]);
+  for (const mode of MODES) {
+    test(`${mode.name}: a streamed body and a spooled chunked body reach the script whole`, async () => {
+      const { s } = await alone("echo.pl", { spawnHelper: mode.spawnHelper });
+      try {
+        const body = randomBytes(3 * 1024 * 1024 + 17);
+        const sha = createHash("sha256").update(body).digest("hex");
+        const r = await request(s.base + "/", { method: "POST", body, headers: { "Content-Type": "application/octet-stream" } });
+        assert.equal(r.status, 200);
+        assert.equal(r.text, `POST ${body.length} ${sha} ${body.length}\n`);
+        assert.deepEqual(r.headers["set-cookie"], ["a=1; Path=/", "b=2; Path=/"]);
 
-      const chunked = await new Promise<string>((resolve, reject) => {
-        const req = http.request(s.base + "/", { method: "POST", agent: false, headers: { "Transfer-Encoding": "chunked" } }, (res) => {
-          let text = "";
-          res.setEncoding("utf8");
-          res.on("data", (c: string) => (text += c));
-          res.on("end", () => resolve(`${res.statusCode} ${text}`));
+        const chunked = await new Promise<string>((resolve, reject) => {
+          const req = http.request(s.base + "/", { method: "POST", agent: false, headers: { "Transfer-Encoding": "chunked" } }, (res) => {
+            let text = "";
+            res.setEncoding("utf8");
+            res.on("data", (c: string) => (text += c));
+            res.on("end", () => resolve(`${res.statusCode} ${text}`));
+          });
+          req.on("error", reject);
+          for (let at = 0; at < body.length; at += 256 * 1024) req.write(body.subarray(at, at + 256 * 1024));
+          req.end();
         });
-        req.on("error", reject);
-        for (let at = 0; at < body.length; at += 256 * 1024) req.write(body.subarray(at, at + 256 * 1024));
-        req.end();
-      });
-      assert.equal(chunked, `200 POST ${body.length} ${sha} ${body.length}\n`);
-    } finally {
-      await s.close();
-    }
-  });
+        assert.equal(chunked, `200 POST ${body.length} ${sha} ${body.length}\n`);
+      } finally {
+        await s.close();
+      }
+    });
 
-  test("no such script → 404, not executable → 403, and the site still answers", async () => {
-    const s = await serve(new CGIDirectory(FIXTURES, { spawnHelper: true }));
-    try {
-      assert.equal((await request(`${s.base}/no-such-script`)).status, 404);
-      assert.equal((await request(`${s.base}/not-executable.sh`)).status, 403);
-      const ok = await request(`${s.base}/hello.sh`);
-      assert.equal(ok.status, 200);
-      assert.match(ok.text, /Hello/);
-    } finally {
-      await s.close();
-    }
-  });
+    test(`${mode.name}: no such script → 404, not executable → 403, and the site still answers`, async () => {
+      const s = await serve(new CGIDirectory(FIXTURES, { spawnHelper: mode.spawnHelper }));
+      try {
+        assert.equal((await request(`${s.base}/no-such-script`)).status, 404);
+        assert.equal((await request(`${s.base}/not-executable.sh`)).status, 403);
+        const ok = await request(`${s.base}/hello.sh`);
+        assert.equal(ok.status, 200);
+        assert.match(ok.text, /Hello/);
+      } finally {
+        await s.close();
+      }
+    });
 
-  test("a client that hangs up mid-output: the script is killed and reaped", async () => {
-    const { s, exits } = await alone("forever.sh", { timeout: 0 });
-    try {
-      const { line, req } = await firstLine(s.base + "/");
-      const pid = Number(line);
-      assert.ok(pid > 0 && !isGone(pid));
-      req.destroy();
-      const ended = await exits.of(pid);
-      assert.equal(ended.killed, true);
-      assert.ok(await waitGone(pid), `pid ${pid} is still there`);
-      assert.deepEqual(zombies(), []);
-    } finally {
-      await s.close();
-    }
-  });
+    test(`${mode.name}: a client that hangs up mid-output: the script is killed and reaped`, async () => {
+      const { s, exits } = await alone("forever.sh", { timeout: 0, spawnHelper: mode.spawnHelper });
+      try {
+        const { line, req } = await firstLine(s.base + "/");
+        const pid = Number(line);
+        assert.ok(pid > 0 && !isGone(pid));
+        req.destroy();
+        const ended = await exits.of(pid);
+        assert.equal(ended.killed, true);
+        assert.ok(await waitGone(pid), `pid ${pid} is still there`);
+        assert.deepEqual(zombies(), []);
+      } finally {
+        await s.close();
+      }
+    });
+  }
 
   test("the helper dies mid-run: that response still completes, and the next request starts a new helper", async () => {
     const { s, exits } = await alone("relay.sh");
