@@ -31,6 +31,8 @@ export interface LaunchSpec {
   gid?: number;
   /** The script's stdin: nothing (/dev/null), a stream the caller writes, or a file read from its start. */
   stdin: "null" | "pipe" | { file: FileHandle };
+  /** How long the helper may take to start it, in ms. Default 10 s. */
+  startTimeout?: number;
 }
 
 /** A started script: the parts of a ChildProcess that CGI uses. Emits `exit` (code, signal) and then `close`. */
@@ -265,6 +267,8 @@ const ID_BYTES = 16;
 const PREFIX = ID_BYTES * 2 + 1; // the hex id and one letter
 /** A connection that has not named its run by then is dropped. */
 const IDENTIFY_MS = 10_000;
+/** A script the helper has not started by then is given up (502). */
+const START_MS = 10_000;
 
 const SIGNAL_NAMES = new Map<number, NodeJS.Signals>(
   Object.entries(osConstants.signals).map(([name, n]) => [n, name as NodeJS.Signals]),
@@ -384,7 +388,21 @@ class Helper {
     fields[1] = id;
     const payload = Buffer.from(fields.join("\0"), "utf8");
     return new Promise((resolve, reject) => {
-      this.#pending.set(id, { spec, resolve, reject });
+      // A helper that stopped answering (stopped, or starved) must not hold requests forever.
+      const limit = spec.startTimeout ?? START_MS;
+      const timer = setTimeout(() => {
+        const p = this.#pending.get(id);
+        if (p === undefined) return;
+        this.#pending.delete(id);
+        for (const s of [p.out, p.err, p.in]) s?.destroy();
+        reject(new Error(`The CGI helper process did not start ${spec.file} within ${limit} ms.`));
+      }, limit);
+      timer.unref();
+      const settle = <T>(f: (v: T) => void) => (v: T) => {
+        clearTimeout(timer);
+        f(v);
+      };
+      this.#pending.set(id, { spec, resolve: settle(resolve), reject: settle(reject) });
       (this.#proc.stdin as Socket).write(Buffer.concat([Buffer.from(`${payload.length}\n`), payload]));
     });
   }

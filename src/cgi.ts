@@ -113,6 +113,8 @@ const DEFAULTS = {
   maxBodySize: 100 * 1024 * 1024,
   maxHeaderSize: 64 * 1024,
   maxLocalRedirects: 10,
+  /** For the helper process to start a script (within `timeout` when that is shorter). */
+  startTimeout: 10_000,
 };
 
 /** A slot for one running script; calling it again does nothing. */
@@ -559,6 +561,7 @@ export class CGIScript extends Resource {
           uid: o.uid,
           gid: o.gid,
           stdin: body.kind === "file" ? { file: body.handle } : body.kind === "stream" && body.length > 0 ? "pipe" : "null",
+          startTimeout: Math.min(o.timeout || DEFAULTS.startTimeout, DEFAULTS.startTimeout),
         },
         o.spawnHelper !== false,
       );

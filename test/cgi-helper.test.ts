@@ -180,6 +180,34 @@ describe("CGI spawnHelper", () => {
     }
   });
 
+  test("a helper that stops answering: the request gets 502 within the script's timeout, and the site recovers", async () => {
+    const exits = new Exits();
+    const errors: string[] = [];
+    const s = await serve(new CGIScript(join(FIXTURES, "hello.sh"), { spawnHelper: true, timeout: 300, onExit: exits.onExit }), {
+      errorLog: (m, err) => errors.push(`${m}: ${(err as Error | undefined)?.message}`),
+    });
+    try {
+      assert.equal((await request(s.base + "/")).status, 200);
+      await exits.count(1);
+      const helper = helperInfo()!.pid;
+      process.kill(helper, "SIGSTOP");
+      let r;
+      try {
+        r = await request(s.base + "/");
+      } finally {
+        process.kill(helper, "SIGCONT");
+      }
+      assert.equal(r.status, 502);
+      assert.equal(errors.length, 1, errors.join("\n"));
+      assert.match(errors[0], /cannot start .*hello\.sh: The CGI helper process did not start .*hello\.sh within 300 ms/);
+      const again = await request(s.base + "/");
+      assert.equal(again.status, 200);
+      assert.match(again.text, /Hello/);
+    } finally {
+      await s.close();
+    }
+  });
+
   test("a connection to the helper's socket that does not name a live run is dropped", async () => {
     const { s } = await alone("hello.sh");
     try {
