@@ -1,6 +1,6 @@
 #!/usr/bin/env node
-// CGI throughput: one tiny shell script (hello.sh) run per request by trellis' CGIScript (as
-// configured by default, and with spawnHelper: true), by Twisted's twcgi.CGIScript (Debian
+// CGI throughput: one tiny shell script (hello.sh) run per request by trellis' CGIScript (by
+// default, scripts started by its helper process; and "direct", with spawnHelper: false), by Twisted's twcgi.CGIScript (Debian
 // python3-twisted) and by Python's http.server --cgi, under
 // the same load (AMOUNT requests over CONNECTIONS connections), in turns, in one run;
 // and the floor: the same number of bare child_process.spawn runs of the script, with
@@ -63,7 +63,7 @@ function health() {
   return { fds: readdirSync("/proc/self/fd").length, helperFds, zombies, rss: process.memoryUsage().rss };
 }
 
-/** `--serve SCRIPT [helper]`: a trellis Site whose root is the script; "helper" starts scripts from the helper process. */
+/** `--serve SCRIPT [direct]`: a trellis Site whose root is the script; "direct" spawns them from the server process (spawnHelper: false). */
 function serve(script, how) {
   // BALLAST_MB: live heap the server keeps, to see what a large application does to fork().
   const ballast = [];
@@ -73,7 +73,7 @@ function serve(script, how) {
   const { Resource, Site } = require("..");
   const { CGIScript, CGILimiter } = require("../dist/cgi");
   const root = new Resource();
-  root.putChild("hello.sh", new CGIScript(script, { limiter: new CGILimiter(CONNECTIONS * 2), spawnHelper: how === "helper" }));
+  root.putChild("hello.sh", new CGIScript(script, { limiter: new CGILimiter(CONNECTIONS * 2), spawnHelper: how !== "direct" }));
   const site = new Site(root, { serverHeader: false });
   const server = http.createServer({ keepAliveTimeout: 10000 }, site.handler);
   server.listen(0, "127.0.0.1", () => process.send({ port: server.address().port }));
@@ -205,10 +205,10 @@ function freePort() {
     const trellis = forkRole(["--serve", script]);
     cleanup.push(() => trellis.send("exit"));
     const trellisPort = await new Promise((resolve) => trellis.once("message", (m) => resolve(m.port)));
-    // The same, with scripts started by the helper process (spawnHelper: true).
-    const helped = forkRole(["--serve", script, "helper"]);
-    cleanup.push(() => helped.send("exit"));
-    const helpedPort = await new Promise((resolve) => helped.once("message", (m) => resolve(m.port)));
+    // The same, with scripts spawned from the server process itself (spawnHelper: false).
+    const direct = forkRole(["--serve", script, "direct"]);
+    cleanup.push(() => direct.send("exit"));
+    const directPort = await new Promise((resolve) => direct.once("message", (m) => resolve(m.port)));
 
     // Twisted's CGIScript, the same script.
     writeFileSync(
@@ -238,7 +238,7 @@ function freePort() {
 
     const servers = {
       trellis: `http://127.0.0.1:${trellisPort}/hello.sh`,
-      "trellis helper": `http://127.0.0.1:${helpedPort}/hello.sh`,
+      "trellis direct": `http://127.0.0.1:${directPort}/hello.sh`,
       twisted: `http://127.0.0.1:${twisted.port}/hello.sh`,
       "http.server": `http://127.0.0.1:${python.port}/cgi-bin/hello.sh`,
     };
@@ -246,7 +246,7 @@ function freePort() {
       const r = await load(url, 500); // warm-up (JIT), and a check that each one answers
       if (r.bad) throw new Error(`${url}: ${r.bad} failed requests in the warm-up (${r.firstError})`);
     }
-    const results = { floor: [], trellis: [], "trellis helper": [], twisted: [], "http.server": [] };
+    const results = { floor: [], trellis: [], "trellis direct": [], twisted: [], "http.server": [] };
     const names = Object.keys(results);
     for (let round = 1; round <= ROUNDS; round++) {
       // The order turns each round, and each runner starts after a pause: a burst of
