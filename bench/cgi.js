@@ -9,11 +9,13 @@
 //
 //   npm run build && node bench/cgi.js
 //   AMOUNT=5000 ROUNDS=7 CONNECTIONS=16 LEAK_RUN=0 node bench/cgi.js
-//   PIN=0 node bench/cgi.js          (no pinning: everything shares both CPUs)
+//   PIN=1 node bench/cgi.js          (servers, scripts and floor all pinned to CPU 0)
 //   BALLAST_MB=300 node bench/cgi.js (the trellis servers keep ~300 MiB of live heap)
 //
-// Servers, their scripts and the floor all run pinned to CPU 0 (when taskset exists; children
-// inherit it); the client runs here, on CPU 1. 127.0.0.1 only.
+// By default nothing is pinned: a CGI server is many processes by nature, and servers,
+// their scripts, the floor and the client (which only costs trellis and its peers, never the
+// floor) share all CPUs. With PIN=1 the servers, their scripts and the floor run on CPU 0
+// (children inherit it) and the client on CPU 1. 127.0.0.1 only.
 "use strict";
 const { fork, spawn } = require("node:child_process");
 const { chmodSync, mkdtempSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } = require("node:fs");
@@ -29,6 +31,7 @@ const PYTHON = process.env.PYTHON ?? "/usr/bin/python3";
 // and Node's HTTP client refuses a head that mixes in bare LFs.
 const HELLO = "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\nHello, CGI\\n'\n";
 
+process.env.PIN = process.env.PIN === "1" ? "1" : "0";
 const { hasTaskset, pinLoadGenerator, pinned } = require("./processes");
 if (process.argv[2] === undefined) pinLoadGenerator();
 
