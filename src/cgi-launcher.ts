@@ -464,7 +464,9 @@ class Helper {
         const child = this.#running.get(id);
         if (child) {
           this.#running.delete(id);
-          child.exited(code, signal);
+          // Never in the turn that handed it over (its "S" may be in this same chunk): whoever
+          // awaits the child listens in a microtask after this, and this comes later.
+          setImmediate(() => child.exited(code, signal));
         } else {
           // A quick script can end before its connections are accepted here.
           const p = this.#pending.get(id);
@@ -498,7 +500,7 @@ class Helper {
     }
     this.#pending.clear();
     // Their exit codes are lost with the helper; their output still ends on its own.
-    for (const child of this.#running.values()) child.exited(null, null);
+    for (const child of this.#running.values()) setImmediate(() => child.exited(null, null));
     this.#running.clear();
     this.#server.close();
     this.#proc.kill("SIGKILL");
