@@ -420,46 +420,71 @@ interface Watched {
   quietSince: number;
   /** True while the reader holds the body back itself (backpressure): not the client's stall. */
   held: boolean;
+  /** Where it is in `watched`; -1 once it left. */
+  slot: number;
   /** Called once when the gap is too long. */
   expire(): void;
 }
 
 /*
  * One shared, unref'd interval watches every body being read for a client that stopped
- * sending, instead of a timer per request: a small body, the common case, then costs a Set
- * insertion, and each chunk a flag (no clock read). A sweep that finds the flag set clears it
- * and starts the quiet period then, so a stall is noticed between `idle` and `idle` plus two
- * sweep periods (a quarter of the smallest idle timeout watched, at most a second) after the
- * last data. The interval stops itself once idle.
+ * sending, instead of a timer per request. Small bodies, the common case, must cost next to
+ * nothing: a body joins a plain array and leaves it by swapping with the last one (no hashing,
+ * no table to shrink), and each chunk only sets a flag (no clock read). A sweep that finds the
+ * flag set clears it and starts the quiet period then, so a stall is noticed between `idle`
+ * and `idle` plus two sweep periods (a quarter of the smallest idle timeout watched, at most a
+ * second) after the last data. The interval stops itself once nothing is watched.
  */
-const watched = new Set<Watched>();
+const watched: Watched[] = [];
 let sweeper: NodeJS.Timeout | undefined;
 let sweepPeriod = 0;
 
 function watch(w: Watched): void {
-  watched.add(w);
-  const period = Math.max(10, Math.min(1000, Math.floor(w.idle / 4)));
-  if (sweeper === undefined || period < sweepPeriod) {
-    clearInterval(sweeper);
-    sweepPeriod = period;
-    sweeper = setInterval(sweep, period);
-    sweeper.unref();
+  w.slot = watched.length;
+  watched.push(w);
+  if (sweeper === undefined || w.idle < sweepPeriod * 4) {
+    const period = Math.max(10, Math.min(1000, Math.floor(w.idle / 4)));
+    if (sweeper === undefined || period < sweepPeriod) {
+      clearInterval(sweeper);
+      sweepPeriod = period;
+      sweeper = setInterval(sweep, period);
+      sweeper.unref();
+    }
+  }
+}
+
+/** @internal How many bodies the idle watch holds now (for tests: none once every request is done). */
+export function bodiesWatched(): number {
+  return watched.length;
+}
+
+function unwatch(w: Watched): void {
+  const slot = w.slot;
+  if (slot < 0) return;
+  w.slot = -1;
+  const last = watched.pop()!;
+  if (last !== w) {
+    watched[slot] = last;
+    last.slot = slot;
   }
 }
 
 function sweep(): void {
-  if (watched.size === 0) {
+  if (watched.length === 0) {
     clearInterval(sweeper);
     sweeper = undefined;
     return;
   }
   const now = performance.now();
-  for (const w of watched) {
+  // Backwards: an expired body leaves by swapping in one already seen.
+  for (let i = watched.length - 1; i >= 0; i--) {
+    const w = watched[i];
+    if (w === undefined) continue;
     if (w.active || w.held) {
       w.active = false;
       w.quietSince = now;
     } else if (now - w.quietSince >= w.idle) {
-      watched.delete(w);
+      unwatch(w);
       w.expire();
     }
   }
@@ -567,7 +592,13 @@ export class BodyReader {
       return this.#gather(limits.bodySize, limits.idleTimeout, "bodySize", (err, body) => {
         if (err) return done(err);
         const form: ParsedForm = { fields: emptyRecord(), files: NO_FILES };
-        const invalid = parseUrlencoded(body!, form.fields, limits.fields);
+        let invalid: Error | undefined;
+        try {
+          invalid = parseUrlencoded(body!, form.fields, limits.fields);
+        } catch (thrown) {
+          // This runs inside the body's 'end' event: a throw would be an uncaught exception.
+          invalid = thrown as Error;
+        }
         done(invalid, invalid ? undefined : form);
       });
     }
@@ -688,7 +719,7 @@ export class BodyReader {
     let settled = false;
     const cleanup = () => {
       settled = true;
-      if (w) watched.delete(w);
+      if (w) unwatch(w);
       req.off("data", onData);
       req.off("end", onEnd);
       req.off("error", onAbort);
@@ -708,6 +739,7 @@ export class BodyReader {
             active: true,
             quietSince: 0,
             held: false,
+            slot: -1,
             expire: () => fail(new BodyError(408, `The client sent no body data for ${idle} ms; the request was abandoned. Send the body without pausing, or raise idleTimeout.`)),
           }
         : undefined;

@@ -7,7 +7,7 @@ import { type IncomingHttpHeaders, type IncomingMessage, type OutgoingHttpHeader
 import { constants as http2Constants, type Http2ServerRequest, type Http2ServerResponse } from "node:http2";
 import { Socket } from "node:net";
 import type { TLSSocket } from "node:tls";
-import { BodyReader, emptyRecord, mergeLimits, Outcome, type BodyLimits, type BodySink, type BodySource, type Done, type ParsedForm, type UploadedFile } from "./body";
+import { BodyReader, DEFAULT_BODY_LIMITS, emptyRecord, mergeLimits, Outcome, type BodyLimits, type BodySink, type BodySource, type Done, type ParsedForm, type UploadedFile } from "./body";
 import { evaluatePreconditions, formatHttpDate, normalizeETag } from "./conditional";
 import { parseCookieHeader, serializeCookie, type CookieOptions } from "./cookies";
 import type { IRequest } from "./resource";
@@ -355,7 +355,9 @@ export class Request implements IRequest {
     let outcome = this.#formOutcome;
     if (outcome === undefined) {
       const started = (outcome = this.#formOutcome = new Outcome<ParsedForm>());
-      this.#reader().readForm(this.bodyLimits(limits), (err, form) => {
+      // Nothing to merge (the usual case): the reader only reads the limits, so the defaults serve as they are.
+      const merged = limits === undefined && this.site.bodyLimits === undefined ? DEFAULT_BODY_LIMITS : this.bodyLimits(limits);
+      this.#reader().readForm(merged, (err, form) => {
         if (form !== undefined) this.#mergeForm(form);
         started.settle(err, form);
       });

@@ -10,7 +10,7 @@ import * as http2 from "node:http2";
 import type { AddressInfo } from "node:net";
 import * as net from "node:net";
 import { describe, test } from "node:test";
-import { BodyError, parseUrlencoded } from "../src/body";
+import { BodyError, bodiesWatched, parseUrlencoded } from "../src/body";
 import type { Request } from "../src/request";
 import { Resource } from "../src/resource";
 import { Site, type SiteOptions } from "../src/server";
@@ -26,7 +26,7 @@ class Echo extends Resource {
 }
 
 /** A Site behind a server that counts the 'data' events of each request body. */
-async function countingSite(root: Resource, options: SiteOptions = {}) {
+async function countingSite(root: Resource, options: SiteOptions = {}, onRequest?: () => void) {
   const errors: string[] = [];
   const site = new Site(root, { errorLog: (m) => errors.push(m), ...options });
   const server = http.createServer((req, res) => {
@@ -34,6 +34,7 @@ async function countingSite(root: Resource, options: SiteOptions = {}) {
     counted.chunks = 0;
     req.on("data", () => counted.chunks++);
     site.handler(req, res);
+    onRequest?.();
   });
   site.attach(server);
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
@@ -158,6 +159,94 @@ describe("urlencoded bodies in one chunk or many", () => {
       assert.ok(waited >= idle, `answered after ${waited} ms, before the ${idle} ms idle timeout`);
       const again = await request(`${s.base}/`, { method: "POST", headers: { "content-type": "application/x-www-form-urlencoded" }, body: "a=1" });
       assert.equal(again.status, 200);
+    } finally {
+      await s.close();
+    }
+  });
+
+  test("several bodies stalled at once all get 408 in the same sweep, while one that keeps sending is read", async () => {
+    const idle = 150;
+    const s = await countingSite(new Echo(), { bodyLimits: { idleTimeout: idle } });
+    try {
+      const stalled = Array.from({ length: 6 }, () => {
+        const socket = net.connect(s.port, "127.0.0.1");
+        let data = "";
+        socket.on("data", (c) => (data += c.toString("latin1")));
+        socket.on("error", () => {});
+        socket.write(`POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 40\r\n\r\na=`);
+        return new Promise<string>((resolve) => socket.on("close", () => resolve(data)));
+      });
+      const alive = new Promise<{ status: number; text: string }>((resolve, reject) => {
+        const req = http.request(`${s.base}/`, { method: "POST", agent: false, headers: { "content-type": "application/x-www-form-urlencoded", "transfer-encoding": "chunked" } }, (res) => {
+          let text = "";
+          res.on("data", (c) => (text += c));
+          res.on("end", () => resolve({ status: res.statusCode!, text }));
+        });
+        req.on("error", reject);
+        // Keeps sending, 30 ms apart, until every stalled client has its answer.
+        let n = 0;
+        let done = false;
+        void Promise.all(stalled).then(() => (done = true));
+        const next = () => {
+          if (done) return void req.end(`last=${n}`);
+          req.write(`k${n}=${n++}&`, () => setTimeout(next, 30));
+        };
+        next();
+      });
+      for (const data of await Promise.all(stalled)) assert.match(data, /^HTTP\/1\.1 408 Request Timeout\r\n/);
+      const r = await alive;
+      assert.equal(r.status, 200, r.text);
+      assert.ok(JSON.parse(r.text).args.last, "the body that kept coming was read whole");
+      assert.equal(bodiesWatched(), 0, "expired and completed bodies leave the idle watch");
+    } finally {
+      await s.close();
+    }
+  });
+
+  test("bodies being read at once that end in any order all leave the idle watch", async () => {
+    let started = 0;
+    let allStarted!: () => void;
+    const ready = new Promise<void>((resolve) => (allStarted = resolve));
+    const n = 8;
+    const s = await countingSite(new Echo(), {}, () => ++started === n && allStarted());
+    try {
+      // Each client sends its headers and half its body; once the server has every request,
+      // the bodies are finished in an order that moves entries around inside the watch.
+      const clients = Array.from({ length: n }, (_, i) => {
+        const socket = net.connect(s.port, "127.0.0.1");
+        let data = "";
+        socket.on("data", (c) => (data += c.toString("latin1")));
+        socket.write(`POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 7\r\nConnection: close\r\n\r\nn=`);
+        const answered = new Promise<string>((resolve) => socket.on("close", () => resolve(data)));
+        return { finish: () => socket.write(`${i}&x=1`), answered };
+      });
+      await ready;
+      assert.equal(bodiesWatched(), n);
+      for (const i of [1, 3, 5, 7, 0, 2, 4, 6]) {
+        clients[i].finish();
+        const answer = await clients[i].answered;
+        assert.match(answer, /^HTTP\/1\.1 200 OK\r\n/);
+        assert.deepEqual(JSON.parse(answer.slice(answer.indexOf("\r\n\r\n") + 4)).args, { n: [String(i)], x: ["1"] });
+      }
+      assert.equal(bodiesWatched(), 0);
+    } finally {
+      await s.close();
+    }
+  });
+
+  test("a client that leaves mid-form is no server error, and the server still answers", async () => {
+    const s = await countingSite(new Echo());
+    try {
+      const socket = net.connect(s.port, "127.0.0.1");
+      socket.on("error", () => {});
+      await new Promise<void>((resolve) => socket.write("POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\na=1&b=", () => resolve()));
+      const gone = new Promise<void>((resolve) => socket.on("close", () => resolve()));
+      socket.destroy();
+      await gone;
+      const r = await request(`${s.base}/`, { method: "POST", headers: { "content-type": "application/x-www-form-urlencoded" }, body: "a=1" });
+      assert.equal(r.status, 200);
+      assert.deepEqual(JSON.parse(r.text).args, { a: ["1"] });
+      assert.deepEqual(s.errors, []);
     } finally {
       await s.close();
     }
