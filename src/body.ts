@@ -153,6 +153,7 @@ export interface BodySource extends NodeJS.ReadableStream {
   readonly httpVersionMajor: number;
   readonly complete: boolean;
   readonly readableEnded: boolean;
+  readonly destroyed: boolean;
   destroy(error?: Error): unknown;
 }
 
@@ -773,6 +774,8 @@ export class BodyReader {
     };
     const onAbortSignal = abort && (() => fail(abort.reason as BodyError));
     if (abort?.aborted) return fail(abort.reason as BodyError);
+    // Gone before the first listener: its 'close' will not come again.
+    if (req.destroyed && !req.complete) return onAbort();
     if (onAbortSignal) abort!.addEventListener("abort", onAbortSignal);
     if (w) watch(w);
     req.on("data", onData);

@@ -252,6 +252,38 @@ describe("urlencoded bodies in one chunk or many", () => {
     }
   });
 
+  test("readBody() after the client has gone rejects with 400 at once, not after the idle timeout", { timeout: 10_000 }, async () => {
+    let outcome!: (what: string) => void;
+    const seen = new Promise<string>((resolve) => (outcome = resolve));
+    class Late extends Resource {
+      override isLeaf = true;
+      async render_PUT(request: Request) {
+        await new Promise((resolve) => request.req.once("close", resolve));
+        const started = performance.now();
+        try {
+          await request.readBody();
+          outcome("read");
+        } catch (err) {
+          outcome(`${(err as BodyError).status} after ${Math.round(performance.now() - started)} ms`);
+        }
+        return "";
+      }
+    }
+    const s = await countingSite(new Late(), { bodyLimits: { idleTimeout: 60_000 } });
+    try {
+      const socket = net.connect(s.port, "127.0.0.1");
+      socket.on("error", () => {});
+      await new Promise<void>((resolve) => socket.write("PUT / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nabc", () => resolve()));
+      socket.destroy();
+      const what = await seen;
+      assert.match(what, /^400 after \d+ ms$/);
+      assert.ok(Number(/after (\d+)/.exec(what)![1]) < 1000, what);
+      assert.equal(bodiesWatched(), 0);
+    } finally {
+      await s.close();
+    }
+  });
+
   test("a body that keeps coming, slower than idleTimeout overall but never pausing that long, is read", async () => {
     const idle = 200;
     const s = await countingSite(new Echo(), { bodyLimits: { idleTimeout: idle } });
