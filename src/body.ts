@@ -534,6 +534,109 @@ export class Outcome<T> {
 const EMPTY = Buffer.alloc(0);
 const noop = () => {};
 
+const kPump = Symbol("trellis.bodyPump");
+type PumpedSource = BodySource & { [kPump]?: Pump };
+
+/*
+ * The listeners of a body being read are the same four functions for every request: each
+ * finds its reader on the request (`this` in a listener is the emitter), so reading a small
+ * body allocates one object instead of a closure per event.
+ */
+function pumpData(this: PumpedSource, chunk: Buffer): void {
+  this[kPump]?.data(chunk);
+}
+function pumpEnd(this: PumpedSource): void {
+  this[kPump]?.finish(undefined);
+}
+function pumpError(this: PumpedSource): void {
+  this[kPump]?.finish(clientLeft());
+}
+function clientLeft(): BodyError {
+  return new BodyError(400, "The client closed the connection before sending the whole body.");
+}
+function pumpClose(this: PumpedSource): void {
+  if (!this.complete && !this.readableEnded) pumpError.call(this);
+}
+
+/**
+ * One body being read: counts bytes against `max`, hands each chunk to `write` (or keeps it,
+ * without one), is watched for stalls, and calls `done` once: with the error, or without one
+ * (and the body it kept) at the end. The caller settles the connection's fate on an error.
+ */
+class Pump implements Watched {
+  received = 0;
+  settled = false;
+  active = true;
+  quietSince = 0;
+  held = false;
+  slot = -1;
+  #first: Buffer | undefined = undefined;
+  #chunks: Buffer[] | undefined = undefined;
+
+  constructor(
+    readonly req: PumpedSource,
+    readonly max: number,
+    readonly idle: number,
+    readonly limitName: string,
+    readonly write: ((chunk: Buffer) => boolean) | undefined,
+    readonly done: (err: BodyError | undefined, body?: Buffer) => void,
+  ) {}
+
+  start(): void {
+    const req = this.req;
+    // Gone before the first listener: its 'close' will not come again.
+    if (req.destroyed && !req.complete) return this.finish(clientLeft());
+    req[kPump] = this;
+    if (this.idle > 0) watch(this);
+    req.on("data", pumpData);
+    req.on("end", pumpEnd);
+    req.on("error", pumpError);
+    req.on("close", pumpClose);
+    req.resume();
+  }
+
+  data(chunk: Buffer): void {
+    const received = (this.received += chunk.length);
+    if (received > this.max) return this.finish(tooLarge(this.limitName, this.max, `The body is larger than ${this.max} bytes`));
+    this.active = true;
+    const write = this.write;
+    if (write === undefined) {
+      if (this.#first === undefined) this.#first = chunk;
+      else (this.#chunks ??= [this.#first]).push(chunk);
+    } else if (!write(chunk)) {
+      this.req.pause();
+      this.held = true;
+    }
+  }
+
+  /** The writer can take more (its 'drain'). */
+  drained(): void {
+    if (this.settled) return;
+    this.req.resume();
+    this.held = false;
+    this.active = true;
+  }
+
+  expire(): void {
+    this.finish(new BodyError(408, `The client sent no body data for ${this.idle} ms; the request was abandoned. Send the body without pausing, or raise idleTimeout.`));
+  }
+
+  finish(err: BodyError | undefined): void {
+    if (this.settled) return;
+    this.settled = true;
+    unwatch(this);
+    const req = this.req;
+    req.off("data", pumpData);
+    req.off("end", pumpEnd);
+    req.off("error", pumpError);
+    req.off("close", pumpClose);
+    if (req[kPump] === this) req[kPump] = undefined;
+    if (err !== undefined) return this.done(err);
+    const chunks = this.#chunks;
+    this.done(undefined, chunks ? Buffer.concat(chunks, this.received) : (this.#first ?? EMPTY));
+  }
+}
+
 /**
  * Reads and parses one request's body. Created on first use by `Request`; one per request.
  * The body can be consumed once: `readBody()` caches its result, and `readForm()` is called
@@ -688,24 +791,7 @@ export class BodyReader {
     if (early !== undefined && Number(early) > max) {
       return into.settle(this.#reject(tooLarge(limitName, max, `The body is ${early} bytes`)));
     }
-    let first: Buffer | undefined;
-    let chunks: Buffer[] | undefined;
-    let size = 0;
-    this.#pump(
-      max,
-      idle,
-      limitName,
-      (chunk) => {
-        if (first === undefined) first = chunk;
-        else (chunks ??= [first]).push(chunk);
-        size += chunk.length;
-        return true;
-      },
-      (err) => {
-        if (err) into.settle(err);
-        else into.settle(undefined, chunks ? Buffer.concat(chunks, size) : (first ?? EMPTY));
-      },
-    );
+    new Pump(this.req, max, idle, limitName, undefined, (err, body) => into.settle(err && this.#reject(err), body)).start();
   }
 
   /**
@@ -714,76 +800,18 @@ export class BodyReader {
    * then calls `done` once, from the body's 'end' event or with a BodyError (the connection's
    * fate settled by `#reject`).
    */
-  #pump(max: number, idle: number, limitName: string, write: (chunk: Buffer) => boolean, done: (err?: BodyError) => void, drainer?: NodeJS.EventEmitter, abort?: AbortSignal): void {
-    const req = this.req;
-    let received = 0;
-    let settled = false;
-    const cleanup = () => {
-      settled = true;
-      if (w) unwatch(w);
-      req.off("data", onData);
-      req.off("end", onEnd);
-      req.off("error", onAbort);
-      req.off("close", onClose);
-      if (onDrain) drainer!.off("drain", onDrain);
-      if (onAbortSignal) abort!.removeEventListener("abort", onAbortSignal);
-    };
-    const fail = (err: BodyError) => {
-      if (settled) return;
-      cleanup();
-      done(this.#reject(err));
-    };
-    const w: Watched | undefined =
-      idle > 0
-        ? {
-            idle,
-            active: true,
-            quietSince: 0,
-            held: false,
-            slot: -1,
-            expire: () => fail(new BodyError(408, `The client sent no body data for ${idle} ms; the request was abandoned. Send the body without pausing, or raise idleTimeout.`)),
-          }
-        : undefined;
-    const onData = (chunk: Buffer) => {
-      received += chunk.length;
-      if (received > max) return fail(tooLarge(limitName, max, `The body is larger than ${max} bytes`));
-      if (w) w.active = true;
-      if (!write(chunk)) {
-        req.pause();
-        if (w) w.held = true;
-      }
-    };
-    const onDrain =
-      drainer &&
-      (() => {
-        if (settled) return;
-        req.resume();
-        if (w) {
-          w.held = false;
-          w.active = true;
-        }
-      });
-    const onEnd = () => {
-      if (settled) return;
-      cleanup();
-      done();
-    };
-    const onAbort = () => fail(new BodyError(400, "The client closed the connection before sending the whole body."));
-    const onClose = () => {
-      if (!req.complete && !req.readableEnded) onAbort();
-    };
-    const onAbortSignal = abort && (() => fail(abort.reason as BodyError));
-    if (abort?.aborted) return fail(abort.reason as BodyError);
-    // Gone before the first listener: its 'close' will not come again.
-    if (req.destroyed && !req.complete) return onAbort();
-    if (onAbortSignal) abort!.addEventListener("abort", onAbortSignal);
-    if (w) watch(w);
-    req.on("data", onData);
-    req.on("end", onEnd);
-    req.on("error", onAbort);
-    req.on("close", onClose);
-    if (onDrain) drainer!.on("drain", onDrain);
-    req.resume();
+  #pump(max: number, idle: number, limitName: string, write: (chunk: Buffer) => boolean, done: (err?: BodyError) => void, drainer: NodeJS.EventEmitter, abort: AbortSignal): void {
+    const onDrain = () => pump.drained();
+    const onAbortSignal = () => pump.finish(abort.reason as BodyError);
+    const pump = new Pump(this.req, max, idle, limitName, write, (err) => {
+      drainer.off("drain", onDrain);
+      abort.removeEventListener("abort", onAbortSignal);
+      done(err && this.#reject(err));
+    });
+    if (abort.aborted) return pump.finish(abort.reason as BodyError);
+    abort.addEventListener("abort", onAbortSignal);
+    drainer.on("drain", onDrain);
+    pump.start();
   }
 
   /** Parses multipart/form-data with busboy; uploads past `fileMemory` go to temporary files. */
