@@ -7,7 +7,7 @@
 // 200 MiB and 1000 MiB (streamed to a temporary file): it should stay flat.
 //
 //   npm run bench:input                                   (10 s per round, 2 rounds)
-//   DURATION=20 ROUNDS=3 node bench/input.js
+//   DURATION=20 ROUNDS=4 node bench/input.js
 //   SCENARIOS=form UPLOADS=0 node bench/input.js          (the form POST only, no uploads)
 //
 // SCENARIOS is a comma-separated list of scenarios to run (default: form,gzip); UPLOADS=0
@@ -16,8 +16,8 @@
 // Each server runs in its own process pinned to CPU 0 (when taskset exists); autocannon
 // runs here, on the other CPU. 64 connections, no pipelining, 127.0.0.1 only. Both servers
 // keep connections alive with no cap on requests per connection. Odd rounds run trellis
-// first, even rounds Fastify first: the server measured second in a round tends to come out
-// a little slower, so use an even number of rounds.
+// first, even rounds Fastify first, so that neither always runs right after the other's load
+// (use an even number of rounds).
 "use strict";
 const http = require("node:http");
 const { join } = require("node:path");
