@@ -444,8 +444,7 @@ class Helper {
       if (what === "ready") {
         this.#wasReady = true;
         this.#onReady(true);
-      }
-      else if (what === "S") {
+      } else if (what === "S") {
         const p = this.#pending.get(id);
         if (p) {
           p.pid = Number(a);

@@ -10,9 +10,9 @@ import * as http from "node:http";
 import { connect } from "node:net";
 import { join } from "node:path";
 import { describe, test } from "node:test";
-import { CGIDirectory, CGIScript, type CGIOptions } from "../src/cgi";
-import { helperInfo } from "../src/cgi-launcher";
-import { Exits, FIXTURES, isGone, waitGone, zombies } from "./cgi-fixtures";
+import { CGIDirectory, CGILimiter, CGIScript, type CGIOptions } from "../src/cgi";
+import { helperInfo, launch } from "../src/cgi-launcher";
+import { Exits, FIXTURES, fdCount, fdList, isGone, waitGone, zombies } from "./cgi-fixtures";
 import { request, serve, type Running } from "./helpers";
 
 async function alone(name: string, options: CGIOptions = {}): Promise<{ s: Running; exits: Exits }> {
@@ -40,6 +40,19 @@ function whence(text: string): { ppid: number; self: number; pgrp: number; ignor
     pgrp: Number(field(/pgrp=(\d+)/)),
     ignored: field(/SigIgn:\s*([0-9a-f]+)/),
   };
+}
+
+/**
+ * Waits (bounded) until this process has `count` non-socket descriptors again: a script's
+ * last pipe or spool file closes a moment after its exit is reported.
+ */
+async function waitFds(count: number, ms = 2000): Promise<boolean> {
+  const deadline = Date.now() + ms;
+  while (fdCount() !== count) {
+    if (Date.now() > deadline) return false;
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+  return true;
 }
 
 /** Starts a GET and resolves at the first line of the body, with the request to cut. */
@@ -139,6 +152,81 @@ describe("CGI spawnHelper", () => {
       }
     });
   }
+
+  test("a spooled chunked body to a script that never reads it: the answer is intact, nothing logged, no descriptor kept (both ways)", async () => {
+    for (const mode of MODES) {
+      const errors: string[] = [];
+      const exits = new Exits();
+      const s = await serve(new CGIScript(join(FIXTURES, "noread.sh"), { spawnHelper: mode.spawnHelper, onExit: exits.onExit }), {
+        errorLog: (m, err) => errors.push(`${m}: ${(err as Error | undefined)?.message}`),
+      });
+      try {
+        // Warm up, so that descriptors opened once (the helper's, libuv's) are not counted.
+        assert.equal((await request(s.base + "/", { method: "POST", body: "x" })).status, 200);
+        await exits.count(1);
+        const fds = fdCount();
+        const body = randomBytes(4 * 1024 * 1024);
+        const r = await new Promise<{ status: number; text: string }>((resolve, reject) => {
+          const req = http.request(s.base + "/", { method: "POST", agent: false, headers: { "Transfer-Encoding": "chunked" } }, (res) => {
+            let text = "";
+            res.setEncoding("utf8");
+            res.on("data", (c: string) => (text += c));
+            res.on("end", () => resolve({ status: res.statusCode!, text }));
+          });
+          req.on("error", reject);
+          for (let at = 0; at < body.length; at += 256 * 1024) req.write(body.subarray(at, at + 256 * 1024));
+          req.end();
+        });
+        assert.equal(r.status, 200, mode.name);
+        assert.equal(r.text, "ignored your body\n", mode.name);
+        await exits.count(2);
+        assert.deepEqual(errors, [], mode.name);
+        assert.ok(await waitFds(fds), `${mode.name}: descriptors left open: ${fdList().join(" ")}`);
+      } finally {
+        await s.close();
+      }
+    }
+  });
+
+  test("a NUL byte in the environment is refused before anything runs (both ways)", async () => {
+    for (const mode of MODES) {
+      await assert.rejects(
+        launch({ file: join(FIXTURES, "hello.sh"), args: [], cwd: FIXTURES, env: { PATH: "/usr/bin:/bin", BAD: "a\0b" }, stdin: "null" }, mode.spawnHelper),
+        (err: NodeJS.ErrnoException) => err.code === "ERR_INVALID_ARG_VALUE",
+        mode.name,
+      );
+    }
+  });
+
+  test("a remoteUser callback that throws: a logged 500, the script never runs, and its slot is free again", async () => {
+    const exits = new Exits();
+    const errors: string[] = [];
+    const limiter = new CGILimiter(1);
+    const s = await serve(
+      new CGIScript(join(FIXTURES, "hello.sh"), {
+        limiter,
+        onExit: exits.onExit,
+        remoteUser: (req) => {
+          if (req.getHeader("x-boom")) throw new Error("the directory is down");
+          return undefined;
+        },
+      }),
+      { errorLog: (m, err) => errors.push(`${m}: ${(err as Error | undefined)?.message}`) },
+    );
+    try {
+      const r = await request(s.base + "/", { headers: { "X-Boom": "1" } });
+      assert.equal(r.status, 500);
+      assert.doesNotMatch(r.text, /directory is down/);
+      assert.ok(errors.some((m) => /the directory is down/.test(m)), errors.join("\n"));
+      assert.equal(exits.seen.length, 0);
+      // With one slot, this would wait (and then 503) if the failed request had kept it.
+      const ok = await request(s.base + "/");
+      assert.equal(ok.status, 200);
+      assert.equal(ok.text, "Hello, CGI\n");
+    } finally {
+      await s.close();
+    }
+  });
 
   test("the helper dies mid-run: that response still completes, and the next request starts a new helper", async () => {
     const { s, exits } = await alone("relay.sh");
