@@ -14,7 +14,7 @@ import { BodyError, bodiesWatched, parseUrlencoded } from "../src/body";
 import type { Request } from "../src/request";
 import { Resource } from "../src/resource";
 import { Site, type SiteOptions } from "../src/server";
-import { request } from "./helpers";
+import { postChunked, request } from "./helpers";
 
 /** Echoes the args and how many 'data' events the body came in. */
 class Echo extends Resource {
@@ -42,22 +42,7 @@ async function countingSite(root: Resource, options: SiteOptions = {}, onRequest
   return { site, port, base: `http://127.0.0.1:${port}`, errors, close: () => site.close() };
 }
 
-/**
- * POSTs `pieces` as a chunked body, one chunk per piece (each becomes its own 'data' event on
- * the server, whatever TCP does with them).
- */
-function postChunked(base: string, pieces: Buffer[], path = "/"): Promise<{ status: number; text: string }> {
-  return new Promise((resolve, reject) => {
-    const req = http.request(`${base}${path}`, { method: "POST", agent: false, headers: { "content-type": "application/x-www-form-urlencoded", "transfer-encoding": "chunked" } }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on("data", (c: Buffer) => chunks.push(c));
-      res.on("end", () => resolve({ status: res.statusCode!, text: Buffer.concat(chunks).toString() }));
-    });
-    req.on("error", reject);
-    for (const p of pieces) req.write(p);
-    req.end();
-  });
-}
+const FORM = { "Content-Type": "application/x-www-form-urlencoded" };
 
 /** `body` cut at every offset in `cuts`. */
 function cut(body: Buffer, cuts: number[]): Buffer[] {
@@ -77,22 +62,22 @@ describe("urlencoded bodies in one chunk or many", () => {
       const ascii = Buffer.from("name=Ada+Lovelace&email=ada%40example.org&t%C3%A9=%C3%A9t%C3%A9&plain=x&empty=&flag&q=1%2B1%3D2");
       const rawUtf8 = Buffer.from("ville=Zürich&note=naïve+café&✓=%E2%9C%93");
       for (const body of [ascii, rawUtf8]) {
-        const one = await postChunked(s.base, [body]);
+        const one = await postChunked(s.base + "/", [body], FORM);
         assert.equal(one.status, 200, one.text);
         const whole = JSON.parse(one.text);
         assert.equal(whole.chunks, 1);
         // Every offset: inside "%C3", between the two bytes of "é"/"ü", inside names and values.
-        const everyByte = await postChunked(s.base, cut(body, Array.from({ length: body.length - 1 }, (_, i) => i + 1)));
+        const everyByte = await postChunked(s.base + "/", cut(body, Array.from({ length: body.length - 1 }, (_, i) => i + 1)), FORM);
         const many = JSON.parse(everyByte.text);
         assert.equal(many.chunks, body.length);
         assert.deepEqual(many.args, whole.args);
-        const some = JSON.parse((await postChunked(s.base, cut(body, [3, 4, 20, 21, 22]))).text);
+        const some = JSON.parse((await postChunked(s.base + "/", cut(body, [3, 4, 20, 21, 22]), FORM)).text);
         assert.equal(some.chunks, 6);
         assert.deepEqual(some.args, whole.args);
       }
-      const first = JSON.parse((await postChunked(s.base, [ascii])).text).args;
+      const first = JSON.parse((await postChunked(s.base + "/", [ascii], FORM)).text).args;
       assert.deepEqual(first, { name: ["Ada Lovelace"], email: ["ada@example.org"], "té": ["été"], plain: ["x"], empty: [""], flag: [""], q: ["1+1=2"] });
-      const second = JSON.parse((await postChunked(s.base, [rawUtf8])).text).args;
+      const second = JSON.parse((await postChunked(s.base + "/", [rawUtf8], FORM)).text).args;
       assert.deepEqual(second, { ville: ["Zürich"], note: ["naïve café"], "✓": ["✓"] });
       assert.deepEqual(s.errors, []);
     } finally {
@@ -106,12 +91,12 @@ describe("urlencoded bodies in one chunk or many", () => {
       const at = Buffer.from("a=" + "x".repeat(98));
       const over = Buffer.from("a=" + "x".repeat(99));
       for (const pieces of [[at], cut(at, [10, 50, 99])]) {
-        const r = await postChunked(s.base, pieces);
+        const r = await postChunked(s.base + "/", pieces, FORM);
         assert.equal(r.status, 200, r.text);
         assert.equal(JSON.parse(r.text).args.a[0].length, 98);
       }
       for (const pieces of [[over], cut(over, [10, 50, 100])]) {
-        const r = await postChunked(s.base, pieces);
+        const r = await postChunked(s.base + "/", pieces, FORM);
         assert.equal(r.status, 413);
         assert.match(r.text, /at most 100 bytes \(bodySize\)/);
       }
@@ -126,13 +111,13 @@ describe("urlencoded bodies in one chunk or many", () => {
   test("the fields limit and UTF-8 checks hold for a body in many chunks", async () => {
     const s = await countingSite(new Echo(), { bodyLimits: { fields: 3 } });
     try {
-      const tooMany = await postChunked(s.base, cut(Buffer.from("a=1&b=2&c=3&d=4"), [2, 6, 9]));
+      const tooMany = await postChunked(s.base + "/", cut(Buffer.from("a=1&b=2&c=3&d=4"), [2, 6, 9]), FORM);
       assert.equal(tooMany.status, 413);
       assert.match(tooMany.text, /more than 3 fields/);
-      const three = await postChunked(s.base, cut(Buffer.from("a=1&b=2&c=3"), [2, 6, 9]));
+      const three = await postChunked(s.base + "/", cut(Buffer.from("a=1&b=2&c=3"), [2, 6, 9]), FORM);
       assert.equal(three.status, 200);
       // "é" sent as Latin-1, its one byte alone in a chunk.
-      const latin1 = await postChunked(s.base, [Buffer.from("n=caf"), Buffer.from([0xe9]), Buffer.from("&m=1")]);
+      const latin1 = await postChunked(s.base + "/", [Buffer.from("n=caf"), Buffer.from([0xe9]), Buffer.from("&m=1")], FORM);
       assert.equal(latin1.status, 400);
       assert.match(latin1.text, /not valid UTF-8/);
     } finally {
@@ -351,7 +336,7 @@ describe("the render method after a form", () => {
     }
     const s = await countingSite(new Again());
     try {
-      const r = await postChunked(s.base, cut(Buffer.from("a=2&b=3&a=4"), [5]), "/?a=1");
+      const r = await postChunked(s.base + "/?a=1", cut(Buffer.from("a=2&b=3&a=4"), [5]), FORM);
       assert.equal(r.status, 200, r.text);
       assert.deepEqual(JSON.parse(r.text), { same: true, fields: { a: ["2", "4"], b: ["3"] }, args: { a: ["1", "2", "4"], b: ["3"] }, body: "a=2&b=3&a=4" });
     } finally {

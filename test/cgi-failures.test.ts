@@ -12,7 +12,7 @@ import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { CGIDirectory, CGILimiter, type CGIOptions, CGIScript, FilteredScript, PerlScript } from "../src/cgi";
 import { type IResource, Resource } from "../src/resource";
-import { Exits, FIXTURES, fdCount, fdList, isGone, respondQuery, waitGone, zombies } from "./cgi-fixtures";
+import { Exits, FIXTURES, fdCount, fdList, firstLine, isGone, respondQuery, waitGone, zombies } from "./cgi-fixtures";
 import { once, raw, request, serve, statusOf, type Running } from "./helpers";
 
 function tree(children: Record<string, IResource>): Resource {
@@ -37,27 +37,6 @@ class LogWatch {
     if (this.lines.some((l) => re.test(l))) return Promise.resolve();
     return new Promise((resolve) => this.#waiters.push({ re, resolve }));
   }
-}
-
-/** Opens a GET and resolves once the first body line arrived, with the line and the client request. */
-function firstLine(url: string): Promise<{ line: string; req: http.ClientRequest }> {
-  return new Promise((resolve, reject) => {
-    const req = http.get(url, { agent: false }, (res) => {
-      let text = "";
-      const onData = (c: Buffer) => {
-        text += c.toString("latin1");
-        const nl = text.indexOf("\n");
-        if (nl >= 0) {
-          res.off("data", onData);
-          res.pause();
-          resolve({ line: text.slice(0, nl), req });
-        }
-      };
-      res.on("data", onData);
-      res.on("error", () => {});
-    });
-    req.on("error", (err) => (req.destroyed ? undefined : reject(err)));
-  });
 }
 
 /** What a client saw of a response that may be cut: status, body so far, and whether it ended cleanly. */

@@ -3,6 +3,7 @@
  * end, and checks that nothing was left behind (processes, zombies, file descriptors).
  */
 import { readdirSync, readFileSync, readlinkSync } from "node:fs";
+import * as http from "node:http";
 import { join } from "node:path";
 import type { CGIExit } from "../src/cgi";
 import { helperInfo } from "../src/cgi-launcher";
@@ -128,4 +129,25 @@ export function respondQuery(opts: { h?: string[]; body?: string; raw?: string; 
   for (const e of opts.err ?? []) q.append("err", e);
   if (opts.exit !== undefined) q.append("exit", String(opts.exit));
   return q.toString();
+}
+
+/** Opens a GET and resolves once the first body line arrived, with the line and the client request. */
+export function firstLine(url: string): Promise<{ line: string; req: http.ClientRequest }> {
+  return new Promise((resolve, reject) => {
+    const req = http.get(url, { agent: false }, (res) => {
+      let text = "";
+      const onData = (c: Buffer) => {
+        text += c.toString("latin1");
+        const nl = text.indexOf("\n");
+        if (nl >= 0) {
+          res.off("data", onData);
+          res.pause();
+          resolve({ line: text.slice(0, nl), req });
+        }
+      };
+      res.on("data", onData);
+      res.on("error", () => {});
+    });
+    req.on("error", (err) => (req.destroyed ? undefined : reject(err)));
+  });
 }

@@ -12,8 +12,8 @@ import { join } from "node:path";
 import { describe, test } from "node:test";
 import { CGIDirectory, CGILimiter, CGIScript, type CGIOptions } from "../src/cgi";
 import { helperInfo, launch } from "../src/cgi-launcher";
-import { Exits, FIXTURES, fdCount, fdList, isGone, waitGone, zombies } from "./cgi-fixtures";
-import { request, serve, type Running } from "./helpers";
+import { Exits, FIXTURES, fdCount, fdList, firstLine, isGone, waitGone, zombies } from "./cgi-fixtures";
+import { postChunked, request, serve, type Running } from "./helpers";
 
 async function alone(name: string, options: CGIOptions = {}): Promise<{ s: Running; exits: Exits }> {
   const exits = new Exits();
@@ -55,23 +55,6 @@ async function waitFds(count: number, ms = 2000): Promise<boolean> {
   return true;
 }
 
-/** Starts a GET and resolves at the first line of the body, with the request to cut. */
-function firstLine(url: string): Promise<{ line: string; req: http.ClientRequest }> {
-  return new Promise((resolve, reject) => {
-    const req = http.get(url, { agent: false }, (res) => {
-      let text = "";
-      res.setEncoding("utf8");
-      res.on("data", (c: string) => {
-        text += c;
-        const nl = text.indexOf("\n");
-        if (nl >= 0) resolve({ line: text.slice(0, nl), req });
-      });
-      res.on("error", () => {});
-    });
-    req.on("error", (err) => ((err as NodeJS.ErrnoException).code === "ECONNRESET" ? undefined : reject(err)));
-  });
-}
-
 describe("CGI spawnHelper", () => {
   test("scripts start from the helper, each in its own process group, with no signal ignored; without it, from the server process", async () => {
     const helped = await alone("whence.sh");
@@ -106,18 +89,9 @@ describe("CGI spawnHelper", () => {
         assert.equal(r.text, `POST ${body.length} ${sha} ${body.length}\n`);
         assert.deepEqual(r.headers["set-cookie"], ["a=1; Path=/", "b=2; Path=/"]);
 
-        const chunked = await new Promise<string>((resolve, reject) => {
-          const req = http.request(s.base + "/", { method: "POST", agent: false, headers: { "Transfer-Encoding": "chunked" } }, (res) => {
-            let text = "";
-            res.setEncoding("utf8");
-            res.on("data", (c: string) => (text += c));
-            res.on("end", () => resolve(`${res.statusCode} ${text}`));
-          });
-          req.on("error", reject);
-          for (let at = 0; at < body.length; at += 256 * 1024) req.write(body.subarray(at, at + 256 * 1024));
-          req.end();
-        });
-        assert.equal(chunked, `200 POST ${body.length} ${sha} ${body.length}\n`);
+        const chunked = await postChunked(s.base + "/", body);
+        assert.equal(chunked.status, 200);
+        assert.equal(chunked.text, `POST ${body.length} ${sha} ${body.length}\n`);
       } finally {
         await s.close();
       }
@@ -166,17 +140,7 @@ describe("CGI spawnHelper", () => {
         await exits.count(1);
         const fds = fdCount();
         const body = randomBytes(4 * 1024 * 1024);
-        const r = await new Promise<{ status: number; text: string }>((resolve, reject) => {
-          const req = http.request(s.base + "/", { method: "POST", agent: false, headers: { "Transfer-Encoding": "chunked" } }, (res) => {
-            let text = "";
-            res.setEncoding("utf8");
-            res.on("data", (c: string) => (text += c));
-            res.on("end", () => resolve({ status: res.statusCode!, text }));
-          });
-          req.on("error", reject);
-          for (let at = 0; at < body.length; at += 256 * 1024) req.write(body.subarray(at, at + 256 * 1024));
-          req.end();
-        });
+        const r = await postChunked(s.base + "/", body);
         assert.equal(r.status, 200, mode.name);
         assert.equal(r.text, "ignored your body\n", mode.name);
         await exits.count(2);

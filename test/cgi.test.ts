@@ -19,7 +19,7 @@ import { type IResource, Resource } from "../src/resource";
 import { Site } from "../src/server";
 import { File } from "../src/static";
 import { FIXTURES, respondQuery } from "./cgi-fixtures";
-import { raw, request, selfSignedCert, serve, type Running } from "./helpers";
+import { postChunked, raw, request, selfSignedCert, serve, type Running } from "./helpers";
 
 const script = (name: string, options?: CGIOptions) => new CGIScript(join(FIXTURES, name), options);
 
@@ -51,21 +51,6 @@ function pairs(rawHeaders: string[], name: string): string[] {
   const out: string[] = [];
   for (let i = 0; i < rawHeaders.length; i += 2) if (rawHeaders[i].toLowerCase() === name) out.push(rawHeaders[i + 1]);
   return out;
-}
-
-/** POSTs `body` with chunked transfer coding (no Content-Length), in several writes. */
-function postChunked(url: string, body: Buffer, headers: http.OutgoingHttpHeaders = {}): Promise<{ status: number; text: string }> {
-  return new Promise((resolve, reject) => {
-    const req = http.request(url, { method: "POST", agent: false, headers: { ...headers, "Transfer-Encoding": "chunked" } }, (res) => {
-      let text = "";
-      res.setEncoding("utf8");
-      res.on("data", (c: string) => (text += c));
-      res.on("end", () => resolve({ status: res.statusCode!, text }));
-    });
-    req.on("error", reject);
-    for (let at = 0; at < body.length; at += 100_000) req.write(body.subarray(at, at + 100_000));
-    req.end();
-  });
 }
 
 describe("CGIScript", () => {

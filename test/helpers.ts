@@ -85,6 +85,25 @@ export function request(url: string, opts: RequestOptions = {}): Promise<Reply> 
   });
 }
 
+/**
+ * POSTs a body with chunked transfer coding (no Content-Length): a Buffer is written in
+ * pieces of 256 KiB, an array one write per piece (on the server each piece arrives as its
+ * own 'data' event, whatever TCP does with them).
+ */
+export function postChunked(url: string, body: Buffer | Buffer[], headers: http.OutgoingHttpHeaders = {}): Promise<{ status: number; text: string }> {
+  return new Promise((resolve, reject) => {
+    const req = http.request(url, { method: "POST", agent: false, headers: { ...headers, "Transfer-Encoding": "chunked" } }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on("data", (c: Buffer) => chunks.push(c));
+      res.on("end", () => resolve({ status: res.statusCode!, text: Buffer.concat(chunks).toString("utf8") }));
+    });
+    req.on("error", reject);
+    if (Array.isArray(body)) for (const piece of body) req.write(piece);
+    else for (let at = 0; at < body.length; at += 256 * 1024) req.write(body.subarray(at, at + 256 * 1024));
+    req.end();
+  });
+}
+
 /** What came back on a raw TCP exchange. */
 export interface RawReply {
   /** Everything the server sent, as latin1 text. */
