@@ -3,7 +3,7 @@
  * client sent, and the response being written. The Twisted request API in camelCase, over
  * Node's `req`/`res` (HTTP/1 and the HTTP/2 compatibility API alike).
  */
-import { type IncomingHttpHeaders, type IncomingMessage, type OutgoingHttpHeaders, ServerResponse } from "node:http";
+import { type IncomingHttpHeaders, type IncomingMessage, type OutgoingHttpHeaders, ServerResponse, validateHeaderName, validateHeaderValue } from "node:http";
 import { constants as http2Constants, type Http2ServerRequest, type Http2ServerResponse } from "node:http2";
 import { Socket } from "node:net";
 import type { TLSSocket } from "node:tls";
@@ -144,7 +144,17 @@ export function parseTarget(target: string): ParsedTarget | undefined {
   const q = rest.indexOf("?");
   const path = q < 0 ? rest : rest.slice(0, q);
   const query = q < 0 ? "" : rest.slice(q + 1);
-  const segments = path.slice(1).split("/");
+  // An indexOf loop: split() takes V8's runtime path for every request.
+  const segments: string[] = [];
+  for (let start = 1; ; ) {
+    const slash = path.indexOf("/", start);
+    if (slash < 0) {
+      segments.push(path.slice(start));
+      break;
+    }
+    segments.push(path.slice(start, slash));
+    start = slash + 1;
+  }
   // Most paths have no escapes at all: one scan of the path spares a scan per segment.
   if (path.indexOf("%") >= 0) {
     for (let i = 0; i < segments.length; i++) {
@@ -161,6 +171,15 @@ export function parseTarget(target: string): ParsedTarget | undefined {
 }
 
 const RESOLVED = Promise.resolve();
+
+/** A response header value as `setHeader` takes it. */
+type HeaderValue = string | number | readonly string[];
+// Where the response headers live: in the Request until the head goes out in one
+// writeHead (HEAD_KEPT), on Node's response (HEAD_ON_RES), or gone out in that writeHead,
+// whose header object then still answers reads (HEAD_SENT).
+const HEAD_KEPT = 0;
+const HEAD_ON_RES = 1;
+const HEAD_SENT = 2;
 // Node's own end(): when a response still has it, nothing intercepts the body.
 const nodeEnd = ServerResponse.prototype.end;
 
@@ -226,6 +245,11 @@ export class Request implements IRequest {
 
   readonly #res: NodeResponse;
   #guarded = false;
+  #head: typeof HEAD_KEPT | typeof HEAD_ON_RES | typeof HEAD_SENT;
+  /** The headers set while HEAD_KEPT: lower-case name → [name as given, value], in order. */
+  #headers?: Map<string, [string, HeaderValue]>;
+  /** The head as written, once HEAD_SENT. */
+  #sentHead?: OutgoingHttpHeaders;
   #args?: Record<string, string[]>;
   #finished = false;
   #finishPromise?: Promise<void>;
@@ -248,6 +272,10 @@ export class Request implements IRequest {
     res: NodeResponse,
   ) {
     this.#res = res;
+    // HTTP/2 validates its headers its own way (connection-specific ones are refused): they
+    // go straight to its response. HTTP/1 keeps them here until one writeHead, where Node
+    // then takes its fast path (no header record of its own, no second pass).
+    this.#head = req.httpVersionMajor === 1 ? HEAD_KEPT : HEAD_ON_RES;
     this.method = req.method ?? "GET";
     this.uri = req.url ?? "/";
     const target = parseTarget(this.uri);
@@ -270,6 +298,8 @@ export class Request implements IRequest {
    * attaches a listener that logs it instead (requests that never touch it skip the cost).
    */
   get res(): NodeResponse {
+    // Whoever takes the raw response may read or set its headers there: they move over.
+    if (this.#head === HEAD_KEPT) this.#headersToRes();
     if (!this.#guarded) {
       this.#guarded = true;
       this.#res.on("error", (err: Error) => this.site.logError(`error on the response to ${this.method} ${this.uri}`, err));
@@ -425,30 +455,88 @@ export class Request implements IRequest {
   }
 
   /** Sets (replaces) a response header. Throws on CR/LF or an invalid name. */
-  setHeader(name: string, value: string | number | readonly string[]): void {
+  setHeader(name: string, value: HeaderValue): void {
+    if (this.#head === HEAD_KEPT) {
+      validateHeaderName(name);
+      validateHeaderValue(name, value as string);
+      const key = name.toLowerCase();
+      // A plain object carries the head to writeHead: a key that is its prototype cannot.
+      if (key !== "__proto__") {
+        (this.#headers ??= new Map()).set(key, [name, Array.isArray(value) ? [...value] : value]);
+        return;
+      }
+      this.#headersToRes();
+    }
     this.#res.setHeader(name, value as string);
   }
 
   /** Adds a value to a response header, keeping the ones already set. */
   addHeader(name: string, value: string): void {
-    const old = this.#res.getHeader(name);
-    if (old === undefined) this.#res.setHeader(name, value);
-    else this.#res.setHeader(name, Array.isArray(old) ? [...old, value] : [String(old), value]);
+    const old = this.getResponseHeader(name);
+    if (old === undefined) this.setHeader(name, value);
+    else this.setHeader(name, Array.isArray(old) ? [...old, value] : [String(old), value]);
   }
 
   /** A response header already set, or undefined. */
   getResponseHeader(name: string): string | number | string[] | undefined {
-    return this.#res.getHeader(name);
+    if (this.#head === HEAD_ON_RES) return this.#res.getHeader(name);
+    const key = name.toLowerCase();
+    if (this.#head === HEAD_KEPT) return this.#headers?.get(key)?.[1] as string | number | string[] | undefined;
+    return this.responseHeaders[key] as string | number | string[] | undefined;
   }
 
-  /** Removes a response header. */
+  /** Removes a response header. Throws once the head went out. */
   removeHeader(name: string): void {
-    this.#res.removeHeader(name);
+    if (this.#head === HEAD_KEPT) this.#headers?.delete(name.toLowerCase());
+    else this.#res.removeHeader(name);
   }
 
-  /** All response headers set so far. */
+  /** All response headers set so far (lower-case names). */
   get responseHeaders(): OutgoingHttpHeaders {
-    return this.#res.getHeaders();
+    if (this.#head === HEAD_ON_RES) return this.#res.getHeaders();
+    const all: OutgoingHttpHeaders = Object.create(null);
+    if (this.#head === HEAD_SENT) {
+      const head = this.#sentHead!;
+      for (const name of Object.keys(head)) all[name.toLowerCase()] = head[name];
+    } else if (this.#headers !== undefined) {
+      for (const [key, [, value]] of this.#headers) all[key] = value as OutgoingHttpHeaders[string];
+    }
+    return all;
+  }
+
+  /** Moves the headers kept here to Node's response, which holds them from then on. */
+  #headersToRes(): void {
+    this.#head = HEAD_ON_RES;
+    const headers = this.#headers;
+    if (headers === undefined) return;
+    this.#headers = undefined;
+    for (const [name, value] of headers.values()) this.#res.setHeader(name, value as string);
+  }
+
+  /**
+   * Writes the head from the headers kept here and the defaults, in one writeHead. The
+   * body's own Content-Length, and Connection: close when the connection must end, replace
+   * any the resource set. Only while HEAD_KEPT.
+   */
+  #writeHead(status: number, hasBody: boolean, contentLength?: number): void {
+    const head: OutgoingHttpHeaders = {};
+    const kept = this.#headers;
+    const close = this.#mustClose();
+    if (kept !== undefined) {
+      for (const [key, [name, value]] of kept) {
+        if ((close && key === "connection") || (contentLength !== undefined && key === "content-length")) continue;
+        head[name] = value as OutgoingHttpHeaders[string];
+      }
+    }
+    const server = this.site.serverHeader;
+    if (server !== undefined && kept?.has("server") !== true) head.Server = server;
+    if (close) head.Connection = "close";
+    if (hasBody && this.defaultContentType !== null && kept?.has("content-type") !== true) head["Content-Type"] = this.defaultContentType;
+    if (contentLength !== undefined) head["Content-Length"] = contentLength;
+    this.#head = HEAD_SENT;
+    this.#headers = undefined;
+    this.#sentHead = head;
+    (this.#res as ServerResponse).writeHead(status, head);
   }
 
   /** True once the status line and headers have gone out. */
@@ -478,10 +566,17 @@ export class Request implements IRequest {
     );
   }
 
-  /** Sets the default headers just before the first byte of the response. */
+  /**
+   * Sets the default headers just before the first byte of the response; headers kept here
+   * go out at once, in one writeHead.
+   */
   #beforeHeaders(): void {
     const res = this.#res;
     const status = res.statusCode;
+    if (this.#head === HEAD_KEPT) {
+      this.#writeHead(status, status !== 204 && status !== 304);
+      return;
+    }
     const server = this.site.serverHeader;
     if (server !== undefined && !res.hasHeader("server")) res.setHeader("Server", server);
     if (this.#mustClose()) res.setHeader("Connection", "close");
@@ -520,7 +615,12 @@ export class Request implements IRequest {
     if (this.#finished) return;
     this.#finished = true;
     const res = this.#res;
-    if (!res.headersSent) this.#beforeHeaders();
+    if (!res.headersSent) {
+      // Node's own end() decides an empty body's framing (Content-Length: 0, or none for a
+      // HEAD or an HTTP/1.0 client) only when it writes the head itself.
+      if (this.#head === HEAD_KEPT) this.#headersToRes();
+      this.#beforeHeaders();
+    }
     res.end();
   }
 
@@ -540,23 +640,16 @@ export class Request implements IRequest {
     const hasBody = status >= 200 && status !== 204 && status !== 304;
     const length = hasBody ? (typeof body === "string" ? Buffer.byteLength(body) : body.byteLength) : 0;
     if (hasBody && this.method !== "HEAD") this.sentLength += length;
-    if (res.end !== nodeEnd) {
-      // Something intercepts the body (an encoder): it must see the headers still open.
+    if (this.#head === HEAD_KEPT && res.end === nodeEnd) {
+      // The common case: the whole head in one writeHead.
+      this.#writeHead(status, hasBody, hasBody ? length : undefined);
+    } else {
+      // The headers are on Node's response, or something intercepts the body (an encoder)
+      // and must see them still open.
+      if (this.#head === HEAD_KEPT) this.#headersToRes();
       this.#beforeHeaders();
       if (hasBody) res.setHeader("Content-Length", length);
-      (res as ServerResponse).end(body);
-      return;
     }
-    // The common case, in one writeHead: Node then validates and stores each header once.
-    const headers: OutgoingHttpHeaders = {};
-    const server = this.site.serverHeader;
-    if (server !== undefined && !res.hasHeader("server")) headers.Server = server;
-    if (this.#mustClose()) headers.Connection = "close";
-    if (hasBody) {
-      if (this.defaultContentType !== null && !res.hasHeader("content-type")) headers["Content-Type"] = this.defaultContentType;
-      headers["Content-Length"] = length;
-    }
-    (res as ServerResponse).writeHead(status, headers);
     (res as ServerResponse).end(body);
   }
 
@@ -577,9 +670,12 @@ export class Request implements IRequest {
     }
     if (typeof (source as NodeJS.ReadableStream).pipe !== "function") return this.#pump(source as AsyncIterable<string | Uint8Array>);
     const src = source as NodeJS.ReadableStream & { destroy?(): void };
-    if (!res.headersSent) this.#beforeHeaders();
+    // Headers kept here go out with the first chunk: a source that fails before it leaves
+    // the head unsent, and the site can still answer 500.
+    if (!res.headersSent && this.#head !== HEAD_KEPT) this.#beforeHeaders();
     return new Promise<void>((resolve, reject) => {
       const onData = (chunk: string | Uint8Array) => {
+        if (!res.headersSent) this.#beforeHeaders();
         this.sentLength += typeof chunk === "string" ? Buffer.byteLength(chunk) : chunk.byteLength;
       };
       const cleanup = () => {

@@ -212,8 +212,11 @@ export class Site implements ISite {
     const req = request.req as NodeRequest & { url: string; method: string };
     req.url = target;
     if (req.method !== "HEAD") req.method = "GET";
-    const inner = new Request(this, req, request.res);
-    request.res.once("finish", () => (request.sentLength = inner.sentLength));
+    const res = request.res;
+    const inner = new Request(this, req, res);
+    // Headers the first request left on the response are the inner one's to see and change.
+    void inner.res;
+    res.once("finish", () => (request.sentLength = inner.sentLength));
     if (!inner.validTarget) {
       this.#targetError(inner);
       return inner;

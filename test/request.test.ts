@@ -47,6 +47,7 @@ describe("parseTarget", { timeout: 30_000 }, () => {
     assert.deepEqual(parseTarget("/a/b%20c/?x=1&y"), { path: "/a/b%20c/", query: "x=1&y", segments: ["a", "b c", ""] });
     assert.deepEqual(parseTarget("/"), { path: "/", query: "", segments: [""] });
     assert.deepEqual(parseTarget("/a%2Fb"), { path: "/a%2Fb", query: "", segments: ["a/b"] });
+    assert.deepEqual(parseTarget("//a//"), { path: "//a//", query: "", segments: ["", "a", "", ""] });
   });
 
   test("absolute-form is served as its path; the authority is ignored", () => {
@@ -225,6 +226,146 @@ describe("the response", { timeout: 30_000 }, () => {
       before: { code: 200, finished: false, headersSent: false },
       during: { finished: false, headersSent: true },
       after: { finished: true },
+    });
+  });
+});
+
+describe("response headers until the head goes out", { timeout: 30_000 }, () => {
+  let s: Running;
+  let closing: Running;
+  let afterSeen!: (v: unknown) => void;
+  const afterHead = new Promise((r) => (afterSeen = r));
+  /** The header lines of a raw reply named `name` (any case), as sent. */
+  const lines = (data: string, name: string) =>
+    data
+      .slice(0, data.indexOf("\r\n\r\n"))
+      .split("\r\n")
+      .filter((l) => l.toLowerCase().startsWith(name.toLowerCase() + ":"));
+  const get = (port: number, path: string, method = "GET") => raw(port, `${method} ${path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`);
+  before(async () => {
+    const root = new Resource();
+    const leaf = (name: string, fn: (r: Request) => unknown) => {
+      const r = new Resource();
+      r.isLeaf = true;
+      (r as unknown as Record<string, unknown>).render_GET = fn;
+      (r as unknown as Record<string, unknown>).render_HEAD = fn;
+      root.putChild(name, r);
+    };
+    leaf("raw-res", (r) => {
+      r.setHeader("X-Kept", "1");
+      // Taking Node's response hands it the headers set so far; both ways then reach the client.
+      const res = r.res;
+      const seen = String(res.getHeader("x-kept"));
+      res.setHeader("X-Raw", "2");
+      r.setHeader("X-After", "3");
+      return `${seen} ${String(r.getResponseHeader("x-raw"))}`;
+    });
+    leaf("proto", (r) => {
+      r.setHeader("__proto__", "p");
+      r.setHeader("X-After", "a");
+      return "p";
+    });
+    leaf("case", (r) => {
+      r.setHeader("x-case", "1");
+      r.setHeader("X-Case", "2");
+      return "c";
+    });
+    leaf("wrong-length", (r) => {
+      r.setHeader("content-length", "999");
+      return "five!";
+    });
+    leaf("keep-alive", (r) => {
+      r.setHeader("connection", "keep-alive");
+      return "k";
+    });
+    leaf("empty", (r) => {
+      r.setHeader("X-Empty", "yes");
+      r.finish();
+    });
+    leaf("after-head", (r) => {
+      r.setHeader("X-Mine", "m");
+      r.addCookie("a", "1");
+      r.addCookie("b", "2");
+      r.finishWith("body");
+      let late = "none";
+      try {
+        r.setHeader("X-Late", "l");
+      } catch (err) {
+        late = (err as { code?: string }).code ?? String(err);
+      }
+      afterSeen({ mine: r.getResponseHeader("x-mine"), length: r.getResponseHeader("content-length"), all: Object.keys(r.responseHeaders).sort(), late });
+    });
+    leaf("written", (r) => {
+      r.setHeader("X-Written", "w");
+      void r.write("a");
+      r.finish();
+    });
+    s = await serve(root);
+    // One request per connection: every response must end its connection.
+    closing = await serve(root, { maxRequestsPerSocket: 1 });
+  });
+  after(async () => {
+    await s.close();
+    await closing.close();
+  });
+
+  test("headers set on the Request are on Node's response once a resource takes it, and both reach the client", async () => {
+    const r = await request(s.base + "/raw-res");
+    assert.equal(r.text, "1 2");
+    assert.equal(r.headers["x-kept"], "1");
+    assert.equal(r.headers["x-raw"], "2");
+    assert.equal(r.headers["x-after"], "3");
+  });
+
+  test("a header named __proto__ goes out like any other", async () => {
+    const reply = await get(s.port, "/proto");
+    assert.deepEqual(lines(reply.data, "__proto__"), ["__proto__: p"]);
+    assert.deepEqual(lines(reply.data, "x-after"), ["X-After: a"]);
+  });
+
+  test("names are case-insensitive: the last set replaces, with its spelling", async () => {
+    const reply = await get(s.port, "/case");
+    assert.deepEqual(lines(reply.data, "x-case"), ["X-Case: 2"]);
+  });
+
+  test("the body's own Content-Length replaces one the resource set", async () => {
+    const reply = await get(s.port, "/wrong-length");
+    assert.deepEqual(lines(reply.data, "content-length"), ["Content-Length: 5"]);
+    assert.ok(reply.data.endsWith("\r\n\r\nfive!"), reply.data);
+  });
+
+  test("Connection: close replaces the resource's Connection when the connection must end", async () => {
+    const reply = await raw(closing.port, "GET /keep-alive HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert.deepEqual(lines(reply.data, "connection"), ["Connection: close"]);
+    assert.equal(reply.closed, true);
+    const open = await raw(s.port, "GET /keep-alive HTTP/1.1\r\nHost: x\r\n\r\n", 200);
+    assert.deepEqual(lines(open.data, "connection"), ["connection: keep-alive"]);
+  });
+
+  test("an empty body: Content-Length 0 on GET, none on HEAD, the resource's headers on both", async () => {
+    const got = await get(s.port, "/empty");
+    assert.deepEqual(lines(got.data, "content-length"), ["Content-Length: 0"]);
+    assert.deepEqual(lines(got.data, "x-empty"), ["X-Empty: yes"]);
+    const head = await get(s.port, "/empty", "HEAD");
+    assert.deepEqual(lines(head.data, "content-length"), []);
+    assert.deepEqual(lines(head.data, "x-empty"), ["X-Empty: yes"]);
+  });
+
+  test("a streamed body carries the headers set before the first write", async () => {
+    const reply = await get(s.port, "/written");
+    assert.deepEqual(lines(reply.data, "x-written"), ["X-Written: w"]);
+    assert.deepEqual(lines(reply.data, "transfer-encoding"), ["Transfer-Encoding: chunked"]);
+  });
+
+  test("after the head went out: reads report what was sent, setHeader throws", async () => {
+    const r = await request(s.base + "/after-head");
+    assert.equal(r.text, "body");
+    assert.deepEqual(r.headers["set-cookie"], ["a=1", "b=2"]);
+    assert.deepEqual(await afterHead, {
+      mine: "m",
+      length: 4,
+      all: ["content-length", "content-type", "server", "set-cookie", "x-mine"],
+      late: "ERR_HTTP_HEADERS_SENT",
     });
   });
 });
