@@ -12,7 +12,7 @@ import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { raw, request, serve, statusOf, type Running } from "./helpers";
 import { parseTarget, Request } from "../src/request";
-import { type IResource, Resource } from "../src/resource";
+import { type IResource, NOT_DONE_YET, Resource } from "../src/resource";
 import { Site } from "../src/server";
 
 /** A leaf whose GET answers `fn(request)` as JSON. */
@@ -300,6 +300,16 @@ describe("response headers until the head goes out", { timeout: 30_000 }, () => 
       void r.write("a");
       r.finish();
     });
+    leaf("redirect-inside", (r) => {
+      r.setHeader("X-First", "1");
+      r.setHeader("X-Dropped", "d");
+      (r.site as Site).internalRedirect(r, "/second");
+      return NOT_DONE_YET;
+    });
+    leaf("second", (r) => {
+      r.removeHeader("X-Dropped");
+      return `first said ${String(r.getResponseHeader("x-first"))}`;
+    });
     s = await serve(root);
     // One request per connection: every response must end its connection.
     closing = await serve(root, { maxRequestsPerSocket: 1 });
@@ -315,6 +325,13 @@ describe("response headers until the head goes out", { timeout: 30_000 }, () => 
     assert.equal(r.headers["x-kept"], "1");
     assert.equal(r.headers["x-raw"], "2");
     assert.equal(r.headers["x-after"], "3");
+  });
+
+  test("an internal redirect's request sees and changes the headers the first one set", async () => {
+    const r = await request(s.base + "/redirect-inside");
+    assert.equal(r.text, "first said 1");
+    assert.equal(r.headers["x-first"], "1");
+    assert.equal(r.headers["x-dropped"], undefined);
   });
 
   test("a header named __proto__ goes out like any other", async () => {
