@@ -675,7 +675,7 @@ export class Request implements IRequest {
     if (!res.headersSent && this.#head !== HEAD_KEPT) this.#beforeHeaders();
     return new Promise<void>((resolve, reject) => {
       const onData = (chunk: string | Uint8Array) => {
-        if (!res.headersSent) this.#beforeHeaders();
+        if (this.#head === HEAD_KEPT) this.#beforeHeaders();
         this.sentLength += typeof chunk === "string" ? Buffer.byteLength(chunk) : chunk.byteLength;
       };
       const cleanup = () => {

@@ -12,8 +12,8 @@ import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { raw, request, serve, statusOf, type Running } from "./helpers";
 import { parseTarget, Request } from "../src/request";
-import { type IResource, NOT_DONE_YET, Resource } from "../src/resource";
-import { Site } from "../src/server";
+import { type IResource, Resource } from "../src/resource";
+import { NOT_DONE_YET, Site } from "../src/server";
 
 /** A leaf whose GET answers `fn(request)` as JSON. */
 function probe(fn: (request: Request) => unknown): Resource {
