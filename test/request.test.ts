@@ -26,6 +26,16 @@ function probe(fn: (request: Request) => unknown): Resource {
   return r;
 }
 
+/** `leaf(name, fn)` puts a leaf under `root` that renders GET (and so HEAD) with `fn`. */
+function leafMaker(root: Resource): (name: string, fn: (r: Request) => unknown) => void {
+  return (name, fn) => {
+    const r = new Resource();
+    r.isLeaf = true;
+    (r as unknown as Record<string, unknown>).render_GET = fn;
+    root.putChild(name, r);
+  };
+}
+
 /** Any child name leads to `child`. */
 class Any extends Resource {
   constructor(readonly child: IResource) {
@@ -131,12 +141,7 @@ describe("the response", { timeout: 30_000 }, () => {
   const stateSeen = { promise: new Promise((r) => (stateResolve = r)), resolve: (v: unknown) => stateResolve(v) };
   before(async () => {
     const root = new Resource();
-    const leaf = (name: string, fn: (r: Request) => unknown) => {
-      const r = new Resource();
-      r.isLeaf = true;
-      (r as unknown as Record<string, unknown>).render_GET = fn;
-      root.putChild(name, r);
-    };
+    const leaf = leafMaker(root);
     leaf("custom", (r) => {
       r.setResponseCode(299, "Quite Custom");
       return "c";
@@ -244,13 +249,7 @@ describe("response headers until the head goes out", { timeout: 30_000 }, () => 
   const get = (port: number, path: string, method = "GET") => raw(port, `${method} ${path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`);
   before(async () => {
     const root = new Resource();
-    const leaf = (name: string, fn: (r: Request) => unknown) => {
-      const r = new Resource();
-      r.isLeaf = true;
-      (r as unknown as Record<string, unknown>).render_GET = fn;
-      (r as unknown as Record<string, unknown>).render_HEAD = fn;
-      root.putChild(name, r);
-    };
+    const leaf = leafMaker(root);
     leaf("raw-res", (r) => {
       r.setHeader("X-Kept", "1");
       // Taking Node's response hands it the headers set so far; both ways then reach the client.
