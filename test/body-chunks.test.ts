@@ -45,6 +45,42 @@ async function countingSite(root: Resource, options: SiteOptions = {}, onRequest
 const FORM = { "Content-Type": "application/x-www-form-urlencoded" };
 
 /** `body` cut at every offset in `cuts`. */
+/**
+ * A raw client that sends `payload` and keeps the connection: `written` resolves once the
+ * payload is written, `answered` with all the server sent, when the connection closes.
+ */
+function rawClient(port: number, payload: string): { socket: net.Socket; written: Promise<void>; answered: Promise<string> } {
+  const socket = net.connect(port, "127.0.0.1");
+  let data = "";
+  socket.on("data", (c) => (data += c.toString("latin1")));
+  socket.on("error", () => {});
+  const written = new Promise<void>((resolve) => socket.write(payload, () => resolve()));
+  const answered = new Promise<string>((resolve) => socket.on("close", () => resolve(data)));
+  return { socket, written, answered };
+}
+
+/**
+ * POSTs a chunked urlencoded body written piece by piece: `piece(i)` gives the i-th piece,
+ * and says whether it is the last; each next piece goes `gapMs` after the previous was written.
+ */
+function trickle(url: string, piece: (i: number) => { data: string; last: boolean }, gapMs: number): Promise<{ status: number; text: string }> {
+  return new Promise((resolve, reject) => {
+    const req = http.request(url, { method: "POST", agent: false, headers: { "content-type": "application/x-www-form-urlencoded", "transfer-encoding": "chunked" } }, (res) => {
+      let text = "";
+      res.on("data", (c) => (text += c));
+      res.on("end", () => resolve({ status: res.statusCode!, text }));
+    });
+    req.on("error", reject);
+    let i = 0;
+    const next = () => {
+      const { data, last } = piece(i++);
+      if (last) return void req.end(data);
+      req.write(data, () => setTimeout(next, gapMs));
+    };
+    next();
+  });
+}
+
 function cut(body: Buffer, cuts: number[]): Buffer[] {
   const out: Buffer[] = [];
   let from = 0;
@@ -129,14 +165,10 @@ describe("urlencoded bodies in one chunk or many", () => {
     const idle = 250;
     const s = await countingSite(new Echo(), { bodyLimits: { idleTimeout: idle } });
     try {
-      const socket = net.connect(s.port, "127.0.0.1");
-      let data = "";
-      socket.on("data", (c) => (data += c.toString("latin1")));
-      const closed = new Promise<void>((resolve) => socket.on("close", () => resolve()));
-      await new Promise<void>((resolve) => socket.once("connect", () => resolve()));
-      await new Promise<void>((resolve) => socket.write("POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 50\r\n\r\na=1&b=", () => resolve()));
+      const client = rawClient(s.port, "POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 50\r\n\r\na=1&b=");
+      await client.written;
       const sent = performance.now();
-      await closed;
+      const data = await client.answered;
       const waited = performance.now() - sent;
       assert.match(data, /^HTTP\/1\.1 408 Request Timeout\r\n/);
       assert.match(data, /\r\nConnection: close\r\n/i);
@@ -153,31 +185,14 @@ describe("urlencoded bodies in one chunk or many", () => {
     const idle = 150;
     const s = await countingSite(new Echo(), { bodyLimits: { idleTimeout: idle } });
     try {
-      const stalled = Array.from({ length: 6 }, () => {
-        const socket = net.connect(s.port, "127.0.0.1");
-        let data = "";
-        socket.on("data", (c) => (data += c.toString("latin1")));
-        socket.on("error", () => {});
-        socket.write(`POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 40\r\n\r\na=`);
-        return new Promise<string>((resolve) => socket.on("close", () => resolve(data)));
-      });
-      const alive = new Promise<{ status: number; text: string }>((resolve, reject) => {
-        const req = http.request(`${s.base}/`, { method: "POST", agent: false, headers: { "content-type": "application/x-www-form-urlencoded", "transfer-encoding": "chunked" } }, (res) => {
-          let text = "";
-          res.on("data", (c) => (text += c));
-          res.on("end", () => resolve({ status: res.statusCode!, text }));
-        });
-        req.on("error", reject);
-        // Keeps sending, 30 ms apart, until every stalled client has its answer.
-        let n = 0;
-        let done = false;
-        void Promise.all(stalled).then(() => (done = true));
-        const next = () => {
-          if (done) return void req.end(`last=${n}`);
-          req.write(`k${n}=${n++}&`, () => setTimeout(next, 30));
-        };
-        next();
-      });
+      const stalled = Array.from(
+        { length: 6 },
+        () => rawClient(s.port, `POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 40\r\n\r\na=`).answered,
+      );
+      // Keeps sending, 30 ms apart, until every stalled client has its answer.
+      let done = false;
+      void Promise.all(stalled).then(() => (done = true));
+      const alive = trickle(`${s.base}/`, (i) => (done ? { data: `last=${i}`, last: true } : { data: `k${i}=${i}&`, last: false }), 30);
       for (const data of await Promise.all(stalled)) assert.match(data, /^HTTP\/1\.1 408 Request Timeout\r\n/);
       const r = await alive;
       assert.equal(r.status, 200, r.text);
@@ -198,11 +213,7 @@ describe("urlencoded bodies in one chunk or many", () => {
       // Each client sends its headers and half its body; once the server has every request,
       // the bodies are finished in an order that moves entries around inside the watch.
       const clients = Array.from({ length: n }, (_, i) => {
-        const socket = net.connect(s.port, "127.0.0.1");
-        let data = "";
-        socket.on("data", (c) => (data += c.toString("latin1")));
-        socket.write(`POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 7\r\nConnection: close\r\n\r\nn=`);
-        const answered = new Promise<string>((resolve) => socket.on("close", () => resolve(data)));
+        const { socket, answered } = rawClient(s.port, `POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 7\r\nConnection: close\r\n\r\nn=`);
         return { finish: () => socket.write(`${i}&x=1`), answered };
       });
       await ready;
@@ -222,12 +233,10 @@ describe("urlencoded bodies in one chunk or many", () => {
   test("a client that leaves mid-form is no server error, and the server still answers", async () => {
     const s = await countingSite(new Echo());
     try {
-      const socket = net.connect(s.port, "127.0.0.1");
-      socket.on("error", () => {});
-      await new Promise<void>((resolve) => socket.write("POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\na=1&b=", () => resolve()));
-      const gone = new Promise<void>((resolve) => socket.on("close", () => resolve()));
-      socket.destroy();
-      await gone;
+      const client = rawClient(s.port, "POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\na=1&b=");
+      await client.written;
+      client.socket.destroy();
+      await client.answered;
       const r = await request(`${s.base}/`, { method: "POST", headers: { "content-type": "application/x-www-form-urlencoded" }, body: "a=1" });
       assert.equal(r.status, 200);
       assert.deepEqual(JSON.parse(r.text).args, { a: ["1"] });
@@ -256,10 +265,9 @@ describe("urlencoded bodies in one chunk or many", () => {
     }
     const s = await countingSite(new Late(), { bodyLimits: { idleTimeout: 60_000 } });
     try {
-      const socket = net.connect(s.port, "127.0.0.1");
-      socket.on("error", () => {});
-      await new Promise<void>((resolve) => socket.write("PUT / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nabc", () => resolve()));
-      socket.destroy();
+      const client = rawClient(s.port, "PUT / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nabc");
+      await client.written;
+      client.socket.destroy();
       const what = await seen;
       assert.match(what, /^400 after \d+ ms$/);
       assert.ok(Number(/after (\d+)/.exec(what)![1]) < 1000, what);
@@ -273,21 +281,8 @@ describe("urlencoded bodies in one chunk or many", () => {
     const idle = 200;
     const s = await countingSite(new Echo(), { bodyLimits: { idleTimeout: idle } });
     try {
-      const r = await new Promise<{ status: number; text: string }>((resolve, reject) => {
-        const req = http.request(`${s.base}/`, { method: "POST", agent: false, headers: { "content-type": "application/x-www-form-urlencoded", "transfer-encoding": "chunked" } }, (res) => {
-          let text = "";
-          res.on("data", (c) => (text += c));
-          res.on("end", () => resolve({ status: res.statusCode!, text }));
-        });
-        req.on("error", reject);
-        // Ten pieces, each sent when the previous one was written: 40 ms apart at most.
-        let left = 10;
-        const next = () => {
-          if (--left < 0) return void req.end();
-          req.write(`k${left}=${left}&`, () => setTimeout(next, 40));
-        };
-        next();
-      });
+      // Ten pieces, each sent when the previous one was written: 40 ms apart at most.
+      const r = await trickle(`${s.base}/`, (i) => (i < 10 ? { data: `k${i}=${i}&`, last: false } : { data: "", last: true }), 40);
       assert.equal(r.status, 200, r.text);
       const out = JSON.parse(r.text);
       assert.equal(out.chunks, 10);
