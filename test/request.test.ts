@@ -277,6 +277,17 @@ describe("response headers until the head goes out", { timeout: 30_000 }, () => 
       r.setHeader("connection", "keep-alive");
       return "k";
     });
+    leaf("refused", (r) => {
+      const codes: string[] = [];
+      for (const [name, value] of [["Bad Name", "x"], ["X-Undefined", undefined], ["X-Nul", "a\0b"]]) {
+        try {
+          r.setHeader(name as string, value as string);
+        } catch (err) {
+          codes.push((err as { code?: string }).code ?? String(err));
+        }
+      }
+      return JSON.stringify({ codes, kept: Object.keys(r.responseHeaders) });
+    });
     leaf("empty", (r) => {
       r.setHeader("X-Empty", "yes");
       r.finish();
@@ -337,6 +348,14 @@ describe("response headers until the head goes out", { timeout: 30_000 }, () => 
     const reply = await get(s.port, "/proto");
     assert.deepEqual(lines(reply.data, "__proto__"), ["__proto__: p"]);
     assert.deepEqual(lines(reply.data, "x-after"), ["X-After: a"]);
+  });
+
+  test("a bad name or value throws from setHeader itself and keeps nothing; the response still goes out", async () => {
+    const r = await request(s.base + "/refused");
+    assert.equal(r.status, 200, r.text);
+    assert.deepEqual(JSON.parse(r.text), { codes: ["ERR_INVALID_HTTP_TOKEN", "ERR_HTTP_INVALID_HEADER_VALUE", "ERR_INVALID_CHAR"], kept: [] });
+    assert.equal(r.headers["x-undefined"], undefined);
+    assert.equal(r.headers["x-nul"], undefined);
   });
 
   test("names are case-insensitive: the last set replaces, with its spelling", async () => {
