@@ -585,7 +585,6 @@ export class Request implements IRequest {
     }
   }
 
-
   /**
    * Writes part of the body. The returned promise resolves when more may be written: await
    * it to respect backpressure. Throws after `finish()`; after the client went away the
@@ -652,7 +651,6 @@ export class Request implements IRequest {
     }
     (res as ServerResponse).end(body);
   }
-
 
   /**
    * Streams `source` as the rest of the body with backpressure, then finishes. Resolves when

@@ -107,7 +107,6 @@ function describe(v: unknown): string {
   return `a ${typeof v}`;
 }
 
-
 /**
  * How often Node checks the header and request timeouts: its 30 s default would let a slow
  * client hold a socket far past the limit.
@@ -457,7 +456,6 @@ export class Site implements ISite {
     }
     answer();
   }
-
 
   /**
    * Listens on a port (default 8080), `{port, host}`, `{path}` (UNIX socket), or with `tls`
