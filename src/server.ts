@@ -93,6 +93,48 @@ const CLIENT_ERRORS: Record<string, [number, string]> = {
   ERR_HTTP_REQUEST_TIMEOUT: [408, "Request Timeout"],
 };
 
+/** Where a socket keeps the response to the latest request parsed on it (see `#clientError`). */
+const kLatest = Symbol("trellis.latestResponse");
+
+// RFC 3986's host (an IP literal, or reg-name / IPv4 characters) and an optional port.
+const HOST = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]*)(?::[0-9]*)?$/;
+
+/** True when the request has at most one Host header and its value is a host[:port]. */
+function validHost(req: http.IncomingMessage): boolean {
+  const host = req.headers.host;
+  if (host !== undefined && !HOST.test(host)) return false;
+  // Node keeps the first of several Host headers: count them in the raw list.
+  const raw = req.rawHeaders;
+  let seen = 0;
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i];
+    if (name.length === 4 && name.toLowerCase() === "host" && ++seen > 1) return false;
+  }
+  return true;
+}
+
+/**
+ * A response queued behind another one on a pipelined connection has no socket yet, so Node
+ * never tells it that the connection died: only its request closes. Close it ourselves, so
+ * that whatever waits on it (a file being piped, a script, a write) lets go of its resources.
+ */
+function releaseWhenQueuedAndGone(req: http.IncomingMessage, res: http.ServerResponse): void {
+  const check = () => {
+    // Sent, or on the wire (then Node closes it with its socket).
+    if (res.writableFinished || res.socket !== null) return;
+    const socket = req.socket;
+    if (!socket.destroyed) {
+      // Only the request body ended: wait for the connection, until the response gets it.
+      socket.once("close", check);
+      res.once("socket", () => socket.off("close", check));
+      return;
+    }
+    res.destroy();
+    res.emit("close");
+  };
+  req.once("close", check);
+}
+
 function isThenable(v: unknown): v is PromiseLike<unknown> {
   return typeof (v as PromiseLike<unknown>)?.then === "function";
 }
@@ -232,6 +274,14 @@ export class Site implements ISite {
     const request = new Request(this, req, res);
     const log = this.#log;
     if (log !== undefined) res.once("close", () => this.#writeLog(log, request));
+    if (req.httpVersionMajor === 1) {
+      // The parser's errors come without the request they belong to: remember the latest.
+      (req.socket as Duplex & { [kLatest]?: NodeResponse })[kLatest] = res;
+      if (!validHost(req as http.IncomingMessage)) {
+        this.#badHost(request);
+        return;
+      }
+    }
     if (!request.validTarget) {
       this.#targetError(request);
       return;
@@ -242,6 +292,15 @@ export class Site implements ISite {
     } catch (err) {
       this.#failed(request, err);
     }
+    if (!res.writableEnded && req.httpVersionMajor === 1) releaseWhenQueuedAndGone(req as http.IncomingMessage, res as http.ServerResponse);
+  }
+
+  /** Two Host headers, or one that is not a host[:port] (RFC 9112 §3.2): 400, and close. */
+  #badHost(request: Request): void {
+    request.setResponseCode(400);
+    request.setHeader("Connection", "close");
+    request.setHeader("Content-Type", "text/html; charset=utf-8");
+    request.finishWith(this.errorPage(400, "Bad Request", "The request must carry exactly one Host header naming a host (and port)."));
   }
 
   /**
@@ -433,11 +492,25 @@ export class Site implements ISite {
       setTimeout(() => socket.destroy(), 1000).unref();
     };
     const inFlight = (socket as Duplex & { _httpMessage?: http.ServerResponse | null })._httpMessage;
-    if (inFlight && !inFlight.writableFinished && !inFlight.req.complete) {
-      // The error is in the body of the request being answered: that request is the bad one.
-      if (inFlight.headersSent) socket.destroy();
-      else answer();
-      return;
+    const latest = (socket as Duplex & { [kLatest]?: http.ServerResponse })[kLatest];
+    if (latest !== undefined && !latest.req.complete) {
+      // The error is in the body of the latest request: that request is the bad one, and it
+      // gets one response. Once its own was written, nothing may follow it.
+      if (latest.writableEnded) {
+        if (latest.writableFinished) socket.end();
+        else latest.once("finish", () => socket.end());
+        setTimeout(() => socket.destroy(), 1000).unref();
+        return;
+      }
+      if (latest.headersSent) {
+        socket.destroy(); // cut mid-body: a short response must not pass for a whole one
+        return;
+      }
+      if (latest === inFlight) {
+        answer();
+        return;
+      }
+      // Still queued behind an earlier response: answer after that one, below.
     }
     if (inFlight && ((inFlight as http.ServerResponse & { _last?: boolean })._last === true || /\bclose\b/i.test(String(inFlight.getHeader("connection") ?? "")))) {
       // The response going out already ends the connection: nothing may follow it.

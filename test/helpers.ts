@@ -3,7 +3,7 @@
  * sockets, and raw TCP exchanges for malformed input.
  */
 import { execFileSync } from "node:child_process";
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, readlinkSync } from "node:fs";
 import * as http from "node:http";
 import { dirname, join } from "node:path";
 import * as net from "node:net";
@@ -187,4 +187,30 @@ export function selfSignedCert(dir: string): { key: string; cert: string; keyPat
     throw new Error(`cannot make a test certificate: install the openssl package (${(err as Error).message})`);
   }
   return { key: readFileSync(keyPath, "utf8"), cert: readFileSync(certPath, "utf8"), keyPath, certPath };
+}
+
+/**
+ * Resolves once `check()` holds, looking again on each turn of the event loop (for states
+ * that no event announces, such as a descriptor closed by the server); rejects with `what`
+ * after `ms`.
+ */
+export async function eventually(check: () => boolean, what: string, ms = 10_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`still not true after ${ms} ms: ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}
+
+/** How many of this process's open descriptors point at `path`. */
+export function descriptorsOf(path: string): number {
+  let n = 0;
+  for (const fd of readdirSync("/proc/self/fd")) {
+    try {
+      if (readlinkSync(`/proc/self/fd/${fd}`) === path) n++;
+    } catch {
+      // Closed between the listing and the look.
+    }
+  }
+  return n;
 }
