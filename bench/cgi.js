@@ -18,7 +18,7 @@
 // (children inherit it) and the client on CPU 1. 127.0.0.1 only.
 "use strict";
 const { fork, spawn } = require("node:child_process");
-const { chmodSync, mkdtempSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } = require("node:fs");
+const { chmodSync, mkdtempSync, mkdirSync, rmSync, writeFileSync } = require("node:fs");
 const { tmpdir } = require("node:os");
 const { join } = require("node:path");
 
@@ -32,39 +32,10 @@ const PYTHON = process.env.PYTHON ?? "/usr/bin/python3";
 const HELLO = "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\nHello, CGI\\n'\n";
 
 process.env.PIN = process.env.PIN === "1" ? "1" : "0";
-const { hasTaskset, pinLoadGenerator, pinned } = require("./processes");
+const { hasTaskset, health, pinLoadGenerator, pinned } = require("./processes");
 if (process.argv[2] === undefined) pinLoadGenerator();
 
 // ---- roles run in child processes --------------------------------------------------------
-
-/**
- * This process's open descriptors, those of its CGI helper process, and the zombies among
- * all its descendants (scripts are the helper's children).
- */
-function health() {
-  const parents = new Map();
-  const states = new Map();
-  for (const name of readdirSync("/proc")) {
-    if (!/^\d+$/.test(name)) continue;
-    try {
-      const stat = readFileSync(`/proc/${name}/stat`, "utf8");
-      const [state, ppid] = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-      parents.set(Number(name), Number(ppid));
-      states.set(Number(name), state);
-    } catch {}
-  }
-  const descends = (pid) => {
-    for (let p = parents.get(pid); p !== undefined && p > 1; p = parents.get(p)) if (p === process.pid) return true;
-    return false;
-  };
-  const zombies = [...states].filter(([pid, state]) => state === "Z" && descends(pid)).map(([pid]) => pid);
-  const helper = require("../dist/cgi-launcher").helperInfo();
-  let helperFds = 0;
-  try {
-    if (helper) helperFds = readdirSync(`/proc/${helper.pid}/fd`).length;
-  } catch {}
-  return { fds: readdirSync("/proc/self/fd").length, helperFds, zombies, rss: process.memoryUsage().rss };
-}
 
 /** `--serve SCRIPT [direct]`: a trellis Site whose root is the script; "direct" spawns them from the server process (spawnHelper: false). */
 function serve(script, how) {

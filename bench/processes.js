@@ -2,6 +2,7 @@
 // load generator on CPU 1 (with taskset, where it exists), so that the two never compete.
 "use strict";
 const { execFileSync, fork } = require("node:child_process");
+const { readdirSync, readFileSync } = require("node:fs");
 
 /** True when `taskset` can pin processes to a CPU, and PIN=0 was not asked for (all processes share all CPUs). */
 const hasTaskset = (() => {
@@ -46,4 +47,34 @@ const ask = (child, what) =>
     child.send(what);
   });
 
-module.exports = { hasTaskset, pinLoadGenerator, pinned, forkServer, ask };
+/**
+ * This process's open descriptors, those of its CGI helper process, its live descendants and
+ * the zombies among them (scripts are the helper's children), and its RSS.
+ */
+function health() {
+  const parents = new Map();
+  const states = new Map();
+  for (const name of readdirSync("/proc")) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      const stat = readFileSync(`/proc/${name}/stat`, "utf8");
+      const [state, ppid] = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      parents.set(Number(name), Number(ppid));
+      states.set(Number(name), state);
+    } catch {}
+  }
+  const descends = (pid) => {
+    for (let p = parents.get(pid); p !== undefined && p > 1; p = parents.get(p)) if (p === process.pid) return true;
+    return false;
+  };
+  const zombies = [...states].filter(([pid, state]) => state === "Z" && descends(pid)).map(([pid]) => pid);
+  const descendants = [...states].filter(([pid, state]) => state !== "Z" && descends(pid)).length;
+  const helper = require("../dist/cgi-launcher").helperInfo();
+  let helperFds = 0;
+  try {
+    if (helper) helperFds = readdirSync(`/proc/${helper.pid}/fd`).length;
+  } catch {}
+  return { fds: readdirSync("/proc/self/fd").length, helperFds, zombies, descendants, rss: process.memoryUsage().rss };
+}
+
+module.exports = { hasTaskset, health, pinLoadGenerator, pinned, forkServer, ask };
