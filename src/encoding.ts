@@ -2,17 +2,15 @@
  * Response encoders: `EncodingResourceWrapper` compresses what the resource it wraps sends,
  * with the first of its factories (Brotli, gzip) that the client accepts best.
  *
- * The wrapper intercepts the Node response of the requests it renders: it replaces that one
- * response object's `write` and `end`, so every way a resource sends a body (`write`,
- * `finishWith`, `pipeFrom`, a returned stream, even the raw `res`) goes through the encoder,
- * and requests outside a wrapper are not touched at all. The decision to encode is taken at
- * the first byte, when the status and headers are final.
+ * The wrapper sets an encoder on each request it renders (the Request's encoder seam, as
+ * Twisted's `server.Request` has): `write`, `finishWith` and `pipeFrom`, and so a returned
+ * string or stream, all go through it; requests outside a wrapper are not touched at all. The
+ * decision to encode is taken at the first byte, when the status and headers are final. A
+ * resource that takes Node's response over (`request.res`) sends past the encoder.
  */
-import type { OutgoingHttpHeader, ServerResponse } from "node:http";
 import type { Transform } from "node:stream";
 import * as zlib from "node:zlib";
-import type { Request } from "./request";
-import type { IRequest, IResource, RenderResult } from "./resource";
+import type { IRequest, IResource, RenderResult, ResponseEncoder } from "./iweb";
 
 /** Makes encoders for one content-coding. */
 export interface EncoderFactory {
@@ -210,178 +208,69 @@ export class EncodingResourceWrapper implements IResource {
   }
 
   render(request: IRequest): RenderResult {
-    const req = request as Request;
-    if (req.res !== undefined && !req.res.headersSent) {
-      addVary(req.res as ServerResponse);
+    if (!request.headersSent) {
+      addVary(request);
       const factory = this.encoderFactoryFor(request);
-      if (factory !== undefined) intercept(req, factory, this.options.compressible ?? isCompressible);
+      if (factory !== undefined) request.setEncoder(new Encoder(factory, this.options.compressible ?? isCompressible));
     }
     return this.resource.render(request);
   }
 }
 
-function addVary(res: ServerResponse): void {
-  const vary = res.getHeader("vary");
+function addVary(request: IRequest): void {
+  const vary = request.getResponseHeader("vary");
   if (vary === undefined) {
-    res.setHeader("Vary", "Accept-Encoding");
+    request.setHeader("Vary", "Accept-Encoding");
     return;
   }
   const text = Array.isArray(vary) ? vary.join(", ") : String(vary);
   if (text.trim() === "*" || /(?:^|,)\s*accept-encoding\s*(?:,|$)/i.test(text)) return;
-  res.setHeader("Vary", `${text}, Accept-Encoding`);
+  request.setHeader("Vary", `${text}, Accept-Encoding`);
 }
 
-const intercepted = new WeakSet<object>();
+/** One response's encoder: decides at the first byte, then encodes with its factory. */
+class Encoder implements ResponseEncoder {
+  constructor(
+    readonly factory: EncoderFactory,
+    readonly compressible: (type: string) => boolean,
+  ) {}
 
-type WriteFn = (chunk: unknown, encoding?: unknown, cb?: unknown) => boolean;
-type EndFn = (chunk?: unknown, encoding?: unknown, cb?: unknown) => unknown;
-
-function toBuffer(chunk: unknown, encoding: unknown): Buffer {
-  if (Buffer.isBuffer(chunk)) return chunk;
-  if (typeof chunk === "string") return Buffer.from(chunk, typeof encoding === "string" ? (encoding as BufferEncoding) : "utf8");
-  const u = chunk as Uint8Array;
-  return Buffer.from(u.buffer, u.byteOffset, u.byteLength);
-}
-
-/** Whether the response as it stands (status, headers, known length) should be encoded. */
-function shouldEncode(res: ServerResponse, factory: EncoderFactory, compressible: (type: string) => boolean, length: number | undefined): boolean {
-  if (res.headersSent) return false;
-  const status = res.statusCode;
-  if (status < 200 || status === 204 || status === 206 || status === 304) return false;
-  const existing = res.getHeader("content-encoding");
-  if (existing !== undefined && String(existing).trim().toLowerCase() !== "identity") return false;
-  if (res.hasHeader("content-range")) return false;
-  const cacheControl = res.getHeader("cache-control");
-  if (cacheControl !== undefined && /(?:^|,)\s*no-transform\s*(?:,|$)/i.test(String(cacheControl))) return false;
-  const type = res.getHeader("content-type");
-  if (type !== undefined && !compressible(String(type))) return false;
-  if (length === undefined) {
-    const declared = res.getHeader("content-length");
-    if (declared !== undefined) length = Number(declared);
+  start(request: IRequest, length: number | undefined): boolean {
+    // The resource may have replaced Vary since render began.
+    addVary(request);
+    if (!this.#shouldEncode(request, length)) return false;
+    request.removeHeader("Content-Length");
+    request.setHeader("Content-Encoding", this.factory.encoding);
+    // A strong validator names one exact byte sequence; the encoded bytes differ from the
+    // identity ones, so the tag is weakened (If-None-Match compares weakly anyway).
+    const etag = request.getResponseHeader("etag");
+    if (typeof etag === "string" && etag.startsWith('"')) request.setHeader("ETag", "W/" + etag);
+    return true;
   }
-  return length === undefined || !(length < factory.minSize);
-}
 
-/** Switches the response's headers to the encoded representation. */
-function encodedHeaders(res: ServerResponse, factory: EncoderFactory): void {
-  res.removeHeader("Content-Length");
-  res.setHeader("Content-Encoding", factory.encoding);
-  // A strong validator names one exact byte sequence; the encoded bytes differ from the
-  // identity ones, so the tag is weakened (If-None-Match compares weakly anyway).
-  const etag: OutgoingHttpHeader | undefined = res.getHeader("etag");
-  if (typeof etag === "string" && etag.startsWith('"')) res.setHeader("ETag", "W/" + etag);
-}
-
-/**
- * Routes this one response's `write`/`end` through an encoder. Backpressure holds end to end:
- * `write` returns false while the encoder is full and `drain` is emitted when it empties; the
- * encoder pauses while the socket is full. The encoder is destroyed if the client goes away.
- */
-function intercept(request: Request, factory: EncoderFactory, compressible: (type: string) => boolean): void {
-  const res = request.res as ServerResponse;
-  if (intercepted.has(res)) return;
-  intercepted.add(res);
-  const write = res.write as unknown as WriteFn;
-  const end = res.end as unknown as EndFn;
-  let state: "undecided" | "identity" | "encoding" = "undecided";
-  let encoder: Transform | undefined;
-  let encodedBytes = 0;
-
-  const restore = () => {
-    res.write = write as unknown as ServerResponse["write"];
-    res.end = end as unknown as ServerResponse["end"];
-  };
-
-  const startStream = (): Transform => {
-    const enc = factory.createEncoder();
-    enc.on("data", (chunk: Buffer) => {
-      encodedBytes += chunk.length;
-      if (!write.call(res, chunk)) enc.pause();
-    });
-    // The encoder pauses while the socket is full and resumes on the socket's 'drain'. Writers
-    // that wait for 'drain' on the response (Request.write, pipe) must wait for the encoder to
-    // have room instead: a socket drain says nothing about that. So from here on, 'drain'
-    // listeners added to the response are attached to the encoder.
-    const on = res.on;
-    const off = res.off;
-    on.call(res, "drain", () => enc.resume());
-    res.on = res.addListener = function (this: ServerResponse, event: string | symbol, listener: (...args: unknown[]) => void) {
-      if (event === "drain") enc.on("drain", listener);
-      else on.call(res, event, listener);
-      return res;
-    } as ServerResponse["on"];
-    res.off = res.removeListener = function (this: ServerResponse, event: string | symbol, listener: (...args: unknown[]) => void) {
-      if (event === "drain") enc.off("drain", listener);
-      else off.call(res, event, listener);
-      return res;
-    } as ServerResponse["off"];
-    enc.once("error", (err) => res.destroy(err));
-    res.once("close", () => {
-      // A client that leaves must not pin the compressor's native memory.
-      if (!enc.readableEnded) enc.destroy();
-    });
-    return enc;
-  };
-
-  res.write = function (this: ServerResponse, chunk: unknown, encoding?: unknown, cb?: unknown): boolean {
-    if (state === "undecided") {
-      addVary(res);
-      if (shouldEncode(res, factory, compressible, undefined)) {
-        state = "encoding";
-        encodedHeaders(res, factory);
-        encoder = startStream();
-      } else {
-        state = "identity";
-        restore();
-      }
+  /** Whether the response as it stands (status, headers, known length) should be encoded. */
+  #shouldEncode(request: IRequest, length: number | undefined): boolean {
+    const status = request.code;
+    if (status < 200 || status === 204 || status === 206 || status === 304) return false;
+    const existing = request.getResponseHeader("content-encoding");
+    if (existing !== undefined && String(existing).trim().toLowerCase() !== "identity") return false;
+    if (request.getResponseHeader("content-range") !== undefined) return false;
+    const cacheControl = request.getResponseHeader("cache-control");
+    if (cacheControl !== undefined && /(?:^|,)\s*no-transform\s*(?:,|$)/i.test(String(cacheControl))) return false;
+    const type = request.getResponseHeader("content-type");
+    if (type !== undefined && !this.compressible(String(type))) return false;
+    if (length === undefined) {
+      const declared = request.getResponseHeader("content-length");
+      if (declared !== undefined) length = Number(declared);
     }
-    if (state === "identity") return write.call(res, chunk, encoding, cb);
-    return encoder!.write(chunk as Buffer, encoding as BufferEncoding, cb as () => void);
-  } as ServerResponse["write"];
+    return length === undefined || !(length < this.factory.minSize);
+  }
 
-  res.end = function (this: ServerResponse, chunk?: unknown, encoding?: unknown, cb?: unknown): ServerResponse {
-    if (typeof chunk === "function") {
-      cb = chunk;
-      chunk = undefined;
-    } else if (typeof encoding === "function") {
-      cb = encoding;
-      encoding = undefined;
-    }
-    const hasChunk = chunk !== undefined && chunk !== null;
-    if (state === "undecided") {
-      addVary(res);
-      // The whole body is here: encode it in one go, and send it with its length.
-      const body = hasChunk ? toBuffer(chunk, encoding) : Buffer.alloc(0);
-      restore();
-      if (!shouldEncode(res, factory, compressible, body.length)) {
-        state = "identity";
-        end.call(res, chunk, encoding, cb);
-        return res;
-      }
-      state = "encoding";
-      encodedHeaders(res, factory);
-      const send = (out: Buffer) => {
-        if (res.destroyed) return;
-        if (!res.headersSent) res.setHeader("Content-Length", out.length);
-        request.sentLength = out.length;
-        end.call(res, out, cb);
-      };
-      if (body.length <= SYNC_MAX) send(factory.encodeSync(body));
-      else factory.encode(body).then(send, (err: Error) => res.destroy(err));
-      return res;
-    }
-    if (state === "identity") {
-      end.call(res, chunk, encoding, cb);
-      return res;
-    }
-    const enc = encoder!;
-    restore();
-    enc.once("end", () => {
-      request.sentLength = encodedBytes;
-      end.call(res, cb);
-    });
-    if (hasChunk) enc.end(chunk as Buffer, encoding as BufferEncoding);
-    else enc.end();
-    return res;
-  } as ServerResponse["end"];
+  encodeWhole(body: Buffer): Buffer | Promise<Buffer> {
+    return body.length <= SYNC_MAX ? this.factory.encodeSync(body) : this.factory.encode(body);
+  }
+
+  createStream(): Transform {
+    return this.factory.createEncoder();
+  }
 }

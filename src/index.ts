@@ -1,8 +1,8 @@
 /** trellis: a resource-tree web server for Node. Everything public is exported here. */
-export { Resource, ErrorPage, NoResource, ForbiddenResource, getChildForRequest, defaultErrorPage } from "./resource";
-export type { IResource, IRequest, RenderResult } from "./resource";
+export type { IRequest, IResource, ISite, ISession, SessionStore, SessionRecord, SessionData, ResponseEncoder, RenderResult, Address, NodeRequest, NodeResponse, HeaderValue } from "./iweb";
+export { Resource, ErrorPage, NoResource, ForbiddenResource, HttpError, getChildForRequest, defaultErrorPage } from "./resource";
 export { Request, CACHED, ConnectionLost, parseTarget } from "./request";
-export type { ISite, Address, NodeRequest, NodeResponse, ParsedTarget } from "./request";
+export type { ParsedTarget } from "./request";
 export { Site, NOT_DONE_YET } from "./server";
 export type { SiteOptions, ListenOptions, AccessLog } from "./server";
 export { Redirect, ChildRedirector, ParentRedirect, DeferredResource, redirectTo } from "./util";
@@ -27,9 +27,8 @@ export { ResourceScript, ResourceScriptError } from "./script";
 export { BodyError, UploadedFile, DEFAULT_BODY_LIMITS } from "./body";
 export type { BodyLimits, ParsedForm } from "./body";
 export type { CookieOptions } from "./cookies";
-// Importing session.ts is also what switches sessions on (it registers itself with Request).
 export { Session, MemorySessionStore, SessionManager, SESSION_COOKIE, SECURE_SESSION_COOKIE, DEFAULT_SESSION_TIMEOUT } from "./session";
-export type { SessionStore, SessionRecord, SessionData, ISession, MemorySessionStoreOptions, SessionManagerOptions } from "./session";
+export type { MemorySessionStoreOptions, SessionManagerOptions } from "./session";
 export { EncodingResourceWrapper, GzipEncoderFactory, BrotliEncoderFactory, negotiateEncoding, parseAcceptEncoding, isCompressible } from "./encoding";
 export type { EncoderFactory, EncoderFactoryOptions, EncodingWrapperOptions } from "./encoding";
 export { CGIScript, CGIDirectory, FilteredScript, PerlScript, PHPScript, CGILimiter } from "./cgi";

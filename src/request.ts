@@ -2,206 +2,32 @@
  * One HTTP exchange: where the walk through the tree is (`prepath`/`postpath`), what the
  * client sent, and the response being written. The Twisted request API in camelCase, over
  * Node's `req`/`res` (HTTP/1 and the HTTP/2 compatibility API alike).
+ *
+ * A facade, as Koa's context is: the input (query, headers, body, forms, cookies, session) is
+ * here; the response head, the output and the addresses each live in a module of their own
+ * (`internal/head`, `internal/output`, `internal/address`), and the target is parsed by
+ * `internal/target`.
  */
-import { type IncomingHttpHeaders, type IncomingMessage, type OutgoingHttpHeaders, ServerResponse, validateHeaderName, validateHeaderValue } from "node:http";
-import { constants as http2Constants, type Http2ServerRequest, type Http2ServerResponse } from "node:http2";
-import { Socket } from "node:net";
-import type { TLSSocket } from "node:tls";
-import { BodyReader, DEFAULT_BODY_LIMITS, emptyRecord, mergeLimits, Outcome, type BodyLimits, type BodySink, type BodySource, type Done, type ParsedForm, type UploadedFile } from "./body";
+import type { IncomingHttpHeaders, OutgoingHttpHeaders, ServerResponse } from "node:http";
+import type { Duplex } from "node:stream";
+import { BodyError, BodyReader, DEFAULT_BODY_LIMITS, emptyRecord, mergeLimits, Outcome, type BodyLimits, type BodySink, type BodySource, type Done, type ParsedForm, type UploadedFile } from "./body";
 import { evaluatePreconditions, formatHttpDate, normalizeETag } from "./conditional";
 import { parseCookieHeader, serializeCookie, type CookieOptions } from "./cookies";
-import type { IRequest } from "./resource";
+import { escapeHtml } from "./html";
+import * as address from "./internal/address";
+import { ResponseHead } from "./internal/head";
+import { HttpError } from "./internal/http-error";
+import { ResponseOutput } from "./internal/output";
+import { SECURE_SESSION_COOKIE, SESSION_COOKIE } from "./internal/sessions";
+import { parseTarget } from "./internal/target";
+import type { Address, HeaderValue, IRequest, ISession, ISite, NodeRequest, NodeResponse, ResponseEncoder, SessionData } from "./iweb";
+
+export type { Address, ISite, ISession, SessionData, SessionRecord, SessionStore, NodeRequest, NodeResponse } from "./iweb";
+export { parseTarget, type ParsedTarget } from "./internal/target";
+export { ConnectionLost } from "./internal/output";
 
 /** Returned by `setETag`/`setLastModified` (and returnable from render) when a 304/412 was decided. */
 export const CACHED: unique symbol = Symbol("trellis.CACHED");
-
-/** What a Request knows of the Site serving it. `Site` implements it. */
-export interface ISite {
-  /** Believe `X-Forwarded-*` headers: `true` for any number of proxies, a number for that many hops. */
-  readonly trustProxy: boolean | number;
-  /** Show stack traces on 500 pages. */
-  readonly displayTracebacks: boolean;
-  /** Renders the HTML of an error page (the site's template). */
-  errorPage(code: number, brief: string, detail: string): string;
-  /** True while the site shuts down: responses then ask HTTP/1 clients to close. */
-  readonly closing: boolean;
-  /** Limits on request bodies and forms; unset ones take the defaults. */
-  readonly bodyLimits?: Partial<BodyLimits>;
-  /** Where sessions are kept; unset: an in-memory store made on first use. */
-  readonly sessionStore?: SessionStore;
-  /** Idle time after which a session expires, in ms. Default 15 minutes. */
-  readonly sessionTimeout?: number;
-  /** The `Server` header every response carries, if any. */
-  readonly serverHeader?: string;
-  /** Reports an error to the site's error log. */
-  logError(message: string, error?: unknown): void;
-}
-
-/** Session data: values a session store can keep (a shared store will want them JSON-serialisable). */
-export type SessionData = Record<string, unknown>;
-
-/** What a session store keeps for one session. */
-export interface SessionRecord {
-  /** The session's values. */
-  data: SessionData;
-  /** When the session expires unless touched (ms since the epoch). */
-  expires: number;
-}
-
-/**
- * Keeps sessions; async so that a shared store (Redis, a database) can back several
- * processes. `MemorySessionStore` is the default. Defined here so that the Site's options can
- * name it; the session module implements it.
- */
-export interface SessionStore {
-  /** The record of a live session, or undefined when unknown or expired. */
-  get(uid: string): Promise<SessionRecord | undefined>;
-  /** Creates or replaces a session's record. */
-  set(uid: string, record: SessionRecord): Promise<void>;
-  /** Moves a session's expiry; resolves false when the session is unknown or already expired. */
-  touch(uid: string, expires: number): Promise<boolean>;
-  /** Forgets a session. */
-  delete(uid: string): Promise<void>;
-}
-
-/** A browser's session, as `request.getSession()` returns it (the session module's `Session`). */
-export interface ISession<D extends SessionData = SessionData> {
-  /** The session id: 256 random bits, hex; also the cookie value. */
-  readonly uid: string;
-  /** True once expired. */
-  readonly expired: boolean;
-  /** A value, or undefined. */
-  get<K extends keyof D & string>(key: K): D[K] | undefined;
-  /** Stores a value (and writes the session to its store). */
-  set<K extends keyof D & string>(key: K, value: D[K]): Promise<void>;
-  /** Removes a value. */
-  delete(key: keyof D & string): Promise<void>;
-  /** Restarts the idle timer. */
-  touch(): Promise<void>;
-  /** Ends the session now; the `notifyOnExpire` callbacks run. */
-  expire(): Promise<void>;
-  /** Calls `callback` when the session expires (idle timeout or `expire()`). */
-  notifyOnExpire(callback: () => void): void;
-}
-
-/**
- * Finds or creates the session for a request. The session module sits below this one in the
- * module order, so it registers its implementation here (with `setSessionProvider`) when it
- * loads, instead of this module importing it.
- */
-export interface SessionProvider {
-  getSession(request: Request): Promise<ISession>;
-}
-
-let sessionProvider: SessionProvider | undefined;
-
-/** Installs the session implementation (the session module does this when it loads). */
-export function setSessionProvider(provider: SessionProvider): void {
-  sessionProvider = provider;
-}
-
-/** An address of one end of the connection. */
-export interface Address {
-  /** `TCP` for IP sockets, `UNIX` for UNIX domain sockets. */
-  type: "TCP" | "UNIX";
-  /** The IP address (empty for UNIX sockets). */
-  host: string;
-  /** The port (0 for UNIX sockets). */
-  port: number;
-}
-
-/** Node's request object: HTTP/1 or the HTTP/2 compatibility API. */
-export type NodeRequest = IncomingMessage | Http2ServerRequest;
-/** Node's response object: HTTP/1 or the HTTP/2 compatibility API. */
-export type NodeResponse = ServerResponse | Http2ServerResponse;
-
-/** The result of splitting a request target into path segments. */
-export interface ParsedTarget {
-  /** The raw path, without the query. */
-  path: string;
-  /** The raw query, without `?` (empty when absent). */
-  query: string;
-  /** Percent-decoded path segments. */
-  segments: string[];
-}
-
-/**
- * Splits a request target (origin-form `/a/b?q`, or absolute-form `http://h/a/b?q`, which is
- * served as its path) into segments, decoding each one on its own so an encoded `%2F` stays
- * inside its segment. Returns undefined for a target that is not a path or has bad
- * percent-encoding (including bytes that are not UTF-8).
- */
-export function parseTarget(target: string): ParsedTarget | undefined {
-  let rest = target;
-  if (rest.charCodeAt(0) !== 47 /* / */) {
-    // Absolute-form: the authority is ignored for routing (the Host header decides).
-    const m = /^[a-zA-Z][a-zA-Z0-9+.-]*:\/\/[^/?#]*/.exec(rest);
-    if (!m) return undefined;
-    rest = rest.slice(m[0].length);
-    if (rest === "" || rest[0] === "?") rest = "/" + rest;
-    if (rest[0] !== "/") return undefined;
-  }
-  const q = rest.indexOf("?");
-  const path = q < 0 ? rest : rest.slice(0, q);
-  const query = q < 0 ? "" : rest.slice(q + 1);
-  // An indexOf loop: split() takes V8's runtime path for every request.
-  const segments: string[] = [];
-  for (let start = 1; ; ) {
-    const slash = path.indexOf("/", start);
-    if (slash < 0) {
-      segments.push(path.slice(start));
-      break;
-    }
-    segments.push(path.slice(start, slash));
-    start = slash + 1;
-  }
-  // Most paths have no escapes at all: one scan of the path spares a scan per segment.
-  if (path.indexOf("%") >= 0) {
-    for (let i = 0; i < segments.length; i++) {
-      const s = segments[i];
-      if (s.indexOf("%") < 0) continue;
-      try {
-        segments[i] = decodeURIComponent(s);
-      } catch {
-        return undefined;
-      }
-    }
-  }
-  return { path, query, segments };
-}
-
-const RESOLVED = Promise.resolve();
-
-/** A response header value as `setHeader` takes it. */
-type HeaderValue = string | number | readonly string[];
-// Where the response headers live: in the Request until the head goes out in one
-// writeHead (HEAD_KEPT), on Node's response (HEAD_ON_RES), or gone out in that writeHead,
-// whose header object then still answers reads (HEAD_SENT).
-const HEAD_KEPT = 0;
-const HEAD_ON_RES = 1;
-const HEAD_SENT = 2;
-// Node's own end(): when a response still has it, nothing intercepts the body.
-const nodeEnd = ServerResponse.prototype.end;
-
-function destroySource(source: unknown): void {
-  const s = source as { destroy?(): void; on?(event: string, f: () => void): void; [Symbol.asyncIterator]?(): AsyncIterator<unknown> };
-  if (typeof s.destroy === "function") {
-    // Its destroy may fail and say so in an 'error' event: nobody is left to hear it.
-    s.on?.("error", noop);
-    s.destroy();
-  } else {
-    Promise.resolve(s[Symbol.asyncIterator]?.().return?.()).catch(noop);
-  }
-}
-const noop = () => {};
-
-/**
- * True once the whole response went out. HTTP/2's compatibility response also reports
- * itself finished when the client reset the stream; only one that was ended was sent.
- */
-function sent(res: NodeResponse): boolean {
-  return res.writableFinished && res.writableEnded;
-}
 
 /** Refuses URLs that could split a header or smuggle a second line. */
 export function checkHeaderURL(url: string): string {
@@ -210,14 +36,6 @@ export function checkHeaderURL(url: string): string {
     throw new TypeError(`refusing to redirect to a URL with control characters: ${JSON.stringify(url)}`);
   }
   return url;
-}
-
-/** Raised (as a rejection of `notifyFinish()`) when the client goes away before the response completes. */
-export class ConnectionLost extends Error {
-  constructor() {
-    super("the client closed the connection before the response completed");
-    this.name = "ConnectionLost";
-  }
 }
 
 /** One request and its response. Resources receive it in `getChild` and `render_*`. */
@@ -243,16 +61,12 @@ export class Request implements IRequest {
   /** When the request arrived (ms since the epoch). */
   readonly startTime = Date.now();
 
-  readonly #res: NodeResponse;
+  readonly #head: ResponseHead;
+  readonly #output: ResponseOutput;
+  /** An absolute-form target's authority: it stands in for `Host`. */
+  readonly #authority: string | undefined;
   #guarded = false;
-  #head: typeof HEAD_KEPT | typeof HEAD_ON_RES | typeof HEAD_SENT;
-  /** The headers set while HEAD_KEPT: lower-case name → [name as given, value], in order. */
-  #headers?: Map<string, [string, HeaderValue]>;
-  /** The head as written, once HEAD_SENT. */
-  #sentHead?: OutgoingHttpHeaders;
   #args?: Record<string, string[]>;
-  #finished = false;
-  #finishPromise?: Promise<void>;
   #etag?: string;
   #lastModified?: number;
   #rootURL?: string;
@@ -270,19 +84,28 @@ export class Request implements IRequest {
     /** Node's request: the escape hatch to everything raw. */
     readonly req: NodeRequest,
     res: NodeResponse,
+    /**
+     * An internal redirect: the request is for `target`, as a GET (HEAD stays HEAD), on the
+     * exchange of `from`, whose response headers carry over.
+     */
+    redirected?: { from: Request; target: string },
   ) {
-    this.#res = res;
-    // HTTP/2 validates its headers its own way (connection-specific ones are refused): they
-    // go straight to its response. HTTP/1 keeps them here until one writeHead, where Node
-    // then takes its fast path (no header record of its own, no second pass).
-    this.#head = req.httpVersionMajor === 1 ? HEAD_KEPT : HEAD_ON_RES;
-    this.method = req.method ?? "GET";
-    this.uri = req.url ?? "/";
+    this.#head = new ResponseHead(res, req.httpVersionMajor === 1);
+    this.#output = new ResponseOutput(this, req, res, this.#head);
+    if (redirected === undefined) {
+      this.method = req.method ?? "GET";
+      this.uri = req.url ?? "/";
+    } else {
+      this.#head.adopt(redirected.from.#head);
+      this.method = redirected.from.method === "HEAD" ? "HEAD" : "GET";
+      this.uri = redirected.target;
+    }
     const target = parseTarget(this.uri);
     if (target) {
       this.path = target.path;
       this.queryString = target.query;
       this.postpath = target.segments;
+      this.#authority = target.authority;
       this.validTarget = true;
     } else {
       this.path = this.uri;
@@ -293,18 +116,23 @@ export class Request implements IRequest {
   }
 
   /**
-   * Node's response: the escape hatch to everything raw. Node reports a write after end on
-   * it as an 'error' event, which unheard would take the process down, so the first use
-   * attaches a listener that logs it instead (requests that never touch it skip the cost).
+   * Node's response: the users' escape hatch to everything raw (trellis' own modules use the
+   * hand-off methods instead). Headers set so far move onto it. Node reports a write after
+   * end on it as an 'error' event, which unheard would take the process down, so the first
+   * use attaches a listener that logs it instead.
    */
   get res(): NodeResponse {
-    // Whoever takes the raw response may read or set its headers there: they move over.
-    if (this.#head === HEAD_KEPT) this.#headersToRes();
+    this.#head.moveToRes();
+    return this.#guardedRes();
+  }
+
+  #guardedRes(): NodeResponse {
+    const res = this.#output.res;
     if (!this.#guarded) {
       this.#guarded = true;
-      this.#res.on("error", (err: Error) => this.site.logError(`error on the response to ${this.method} ${this.uri}`, err));
+      res.on("error", (err: Error) => this.site.logError(`error on the response to ${this.method} ${this.uri}`, err));
     }
-    return this.#res;
+    return res;
   }
 
   /** `HTTP/1.0`, `HTTP/1.1` or `HTTP/2.0`. */
@@ -356,7 +184,7 @@ export class Request implements IRequest {
   }
 
   #reader(): BodyReader {
-    return (this.#body ??= new BodyReader(this.req as unknown as BodySource, this.#res as unknown as BodySink, () => this.bodyLimits()));
+    return (this.#body ??= new BodyReader(this.req as unknown as BodySource, this.#output.res as unknown as BodySink, () => this.bodyLimits()));
   }
 
   /**
@@ -428,353 +256,78 @@ export class Request implements IRequest {
 
   /** The browser's session, created (with its cookie) on first use. The same one for the whole request. */
   getSession<D extends SessionData = SessionData>(): Promise<ISession<D>> {
-    if (this.#session) return this.#session as Promise<unknown> as Promise<ISession<D>>;
-    if (!sessionProvider) {
-      return Promise.reject(new Error("getSession(): sessions are not loaded; import them from the trellis package (or its session module) first"));
+    if (this.#session === undefined) {
+      this.#session = this.#findSession();
+      this.#session.catch(() => (this.#session = undefined));
     }
-    this.#session = sessionProvider.getSession(this);
-    this.#session.catch(() => (this.#session = undefined));
     return this.#session as Promise<unknown> as Promise<ISession<D>>;
   }
 
-  // ---- response ----------------------------------------------------------------------
+  /** The session the cookie names, if it is alive; else a new one, with its cookie (Twisted's `Request.getSession`). */
+  async #findSession(): Promise<ISession> {
+    const secure = this.isSecure();
+    const cookie = secure ? SECURE_SESSION_COOKIE : SESSION_COOKIE;
+    const uid = this.getCookie(cookie);
+    if (uid !== undefined) {
+      const session = await this.site.getSession(uid);
+      if (session !== undefined) return session;
+    }
+    if (this.headersSent) {
+      throw new Error("getSession(): the response headers were already sent, so a new session's cookie cannot be set; call getSession() before writing the body");
+    }
+    const session = await this.site.makeSession();
+    this.addCookie(cookie, session.uid, { path: "/", httpOnly: true, sameSite: "lax", secure });
+    return session;
+  }
+
+  // ---- the response head (internal/head) ------------------------------------------------
 
   /** The response status code. */
   get code(): number {
-    return this.#res.statusCode;
+    return this.#output.res.statusCode;
   }
 
   /** Sets the response status, and on HTTP/1 an optional reason phrase. */
   setResponseCode(code: number, message?: string): void {
     if (!Number.isInteger(code) || code < 100 || code > 999) throw new RangeError(`invalid HTTP status code ${code}`);
-    this.#res.statusCode = code;
+    const res = this.#output.res;
+    res.statusCode = code;
     if (message !== undefined && this.req.httpVersionMajor === 1) {
       checkHeaderURL(message);
-      (this.#res as ServerResponse).statusMessage = message;
+      (res as ServerResponse).statusMessage = message;
     }
   }
 
   /** Sets (replaces) a response header. Throws on CR/LF or an invalid name. */
   setHeader(name: string, value: HeaderValue): void {
-    if (this.#head === HEAD_KEPT) {
-      validateHeaderName(name);
-      validateHeaderValue(name, value as string);
-      const key = name.toLowerCase();
-      // A plain object carries the head to writeHead: a key that is its prototype cannot.
-      if (key !== "__proto__") {
-        (this.#headers ??= new Map()).set(key, [name, Array.isArray(value) ? [...value] : value]);
-        return;
-      }
-      this.#headersToRes();
-    }
-    this.#res.setHeader(name, value as string);
+    this.#head.set(name, value);
   }
 
   /** Adds a value to a response header, keeping the ones already set. */
   addHeader(name: string, value: string): void {
-    const old = this.getResponseHeader(name);
-    if (old === undefined) this.setHeader(name, value);
-    else this.setHeader(name, Array.isArray(old) ? [...old, value] : [String(old), value]);
+    const old = this.#head.get(name);
+    if (old === undefined) this.#head.set(name, value);
+    else this.#head.set(name, Array.isArray(old) ? [...old, value] : [String(old), value]);
   }
 
   /** A response header already set, or undefined. */
   getResponseHeader(name: string): string | number | string[] | undefined {
-    if (this.#head === HEAD_ON_RES) return this.#res.getHeader(name);
-    const key = name.toLowerCase();
-    if (this.#head === HEAD_KEPT) return this.#headers?.get(key)?.[1] as string | number | string[] | undefined;
-    return this.responseHeaders[key] as string | number | string[] | undefined;
+    return this.#head.get(name);
   }
 
   /** Removes a response header. Throws once the head went out. */
   removeHeader(name: string): void {
-    if (this.#head === HEAD_KEPT) this.#headers?.delete(name.toLowerCase());
-    else this.#res.removeHeader(name);
+    this.#head.remove(name);
+  }
+
+  /** Removes every response header set so far (the `Server` header stays), before an error page. */
+  clearResponseHeaders(): void {
+    this.#head.clear();
   }
 
   /** All response headers set so far (lower-case names). */
   get responseHeaders(): OutgoingHttpHeaders {
-    if (this.#head === HEAD_ON_RES) return this.#res.getHeaders();
-    const all: OutgoingHttpHeaders = Object.create(null);
-    if (this.#head === HEAD_SENT) {
-      const head = this.#sentHead!;
-      for (const name of Object.keys(head)) all[name.toLowerCase()] = head[name];
-    } else if (this.#headers !== undefined) {
-      for (const [key, [, value]] of this.#headers) all[key] = value as OutgoingHttpHeaders[string];
-    }
-    return all;
-  }
-
-  /** Moves the headers kept here to Node's response, which holds them from then on. */
-  #headersToRes(): void {
-    this.#head = HEAD_ON_RES;
-    const headers = this.#headers;
-    if (headers === undefined) return;
-    this.#headers = undefined;
-    for (const [name, value] of headers.values()) this.#res.setHeader(name, value as string);
-  }
-
-  /**
-   * Writes the head from the headers kept here and the defaults, in one writeHead. The
-   * body's own Content-Length, and Connection: close when the connection must end, replace
-   * any the resource set. Only while HEAD_KEPT.
-   */
-  #writeHead(status: number, hasBody: boolean, contentLength?: number): void {
-    const head: OutgoingHttpHeaders = {};
-    const kept = this.#headers;
-    const close = this.#mustClose();
-    if (kept !== undefined) {
-      for (const [key, [name, value]] of kept) {
-        if ((close && key === "connection") || (contentLength !== undefined && key === "content-length")) continue;
-        head[name] = value as OutgoingHttpHeaders[string];
-      }
-    }
-    const server = this.site.serverHeader;
-    if (server !== undefined && kept?.has("server") !== true) head.Server = server;
-    if (close) head.Connection = "close";
-    if (hasBody && this.defaultContentType !== null && kept?.has("content-type") !== true) head["Content-Type"] = this.defaultContentType;
-    if (contentLength !== undefined) head["Content-Length"] = contentLength;
-    this.#head = HEAD_SENT;
-    this.#headers = undefined;
-    this.#sentHead = head;
-    (this.#res as ServerResponse).writeHead(status, head);
-  }
-
-  /** True once the status line and headers have gone out. */
-  get headersSent(): boolean {
-    return this.#res.headersSent;
-  }
-
-  /** True once `finish()` was called. */
-  get finished(): boolean {
-    return this.#finished;
-  }
-
-  /** True when the client went away before the response completed. */
-  get aborted(): boolean {
-    const res = this.#res;
-    if (sent(res)) return false;
-    return res.destroyed || this.req.socket?.destroyed === true || (this.req as Http2ServerRequest).stream?.destroyed === true;
-  }
-
-  /** Whether this response must ask an HTTP/1 client to close the connection. */
-  #mustClose(): boolean {
-    // Node announces the last request of maxRequestsPerSocket with "Connection: close" but
-    // then keeps the socket open; saying it ourselves makes Node close it after the response.
-    return (
-      (this.site.closing || (this.#res as { maxRequestsOnConnectionReached?: boolean }).maxRequestsOnConnectionReached === true) &&
-      this.req.httpVersionMajor === 1
-    );
-  }
-
-  /**
-   * Sets the default headers just before the first byte of the response; headers kept here
-   * go out at once, in one writeHead.
-   */
-  #beforeHeaders(): void {
-    const res = this.#res;
-    const status = res.statusCode;
-    if (this.#head === HEAD_KEPT) {
-      this.#writeHead(status, status !== 204 && status !== 304);
-      return;
-    }
-    const server = this.site.serverHeader;
-    if (server !== undefined && !res.hasHeader("server")) res.setHeader("Server", server);
-    if (this.#mustClose()) res.setHeader("Connection", "close");
-    if (this.defaultContentType !== null && status !== 204 && status !== 304 && !res.hasHeader("content-type")) {
-      res.setHeader("Content-Type", this.defaultContentType);
-    }
-  }
-
-  /**
-   * Writes part of the body. The returned promise resolves when more may be written: await
-   * it to respect backpressure. Throws after `finish()`; after the client went away the
-   * data is dropped (see `aborted`).
-   */
-  write(data: string | Uint8Array): Promise<void> {
-    const res = this.#res;
-    if (this.#finished || res.writableEnded) throw new Error(`write() after finish() for ${this.method} ${this.uri}`);
-    if (!res.headersSent) this.#beforeHeaders();
-    if (this.aborted) return RESOLVED;
-    // Node drops the body of a HEAD response: the log must not count it.
-    if (this.method !== "HEAD") this.sentLength += typeof data === "string" ? Buffer.byteLength(data) : data.byteLength;
-    if ((res as ServerResponse).write(data)) return RESOLVED;
-    return new Promise<void>((resolve) => {
-      const done = () => {
-        res.off("drain", done);
-        res.off("close", done);
-        resolve();
-      };
-      res.on("drain", done);
-      res.on("close", done);
-    });
-  }
-
-  /** Ends the response. Calling it again does nothing. */
-  finish(): void {
-    if (this.#finished) return;
-    this.#finished = true;
-    const res = this.#res;
-    if (!res.headersSent) {
-      // Node's own end() decides an empty body's framing (Content-Length: 0, or none for a
-      // HEAD or an HTTP/1.0 client) only when it writes the head itself.
-      if (this.#head === HEAD_KEPT) this.#headersToRes();
-      this.#beforeHeaders();
-    }
-    res.end();
-  }
-
-  /**
-   * Sends a complete body in one piece with its Content-Length and finishes. Used by the
-   * site for string and byte results; available to resources that have the whole body.
-   */
-  finishWith(body: string | Uint8Array): void {
-    const res = this.#res;
-    if (this.#finished || res.writableEnded) throw new Error(`finishWith() after finish() for ${this.method} ${this.uri}`);
-    this.#finished = true;
-    if (res.headersSent) {
-      (res as ServerResponse).end(body);
-      return;
-    }
-    const status = res.statusCode;
-    const hasBody = status >= 200 && status !== 204 && status !== 304;
-    const length = hasBody ? (typeof body === "string" ? Buffer.byteLength(body) : body.byteLength) : 0;
-    if (hasBody && this.method !== "HEAD") this.sentLength += length;
-    if (this.#head === HEAD_KEPT && res.end === nodeEnd) {
-      // The common case: the whole head in one writeHead.
-      this.#writeHead(status, hasBody, hasBody ? length : undefined);
-    } else {
-      // The headers are on Node's response, or something intercepts the body (an encoder)
-      // and must see them still open.
-      if (this.#head === HEAD_KEPT) this.#headersToRes();
-      this.#beforeHeaders();
-      if (hasBody) res.setHeader("Content-Length", length);
-    }
-    (res as ServerResponse).end(body);
-  }
-
-  /**
-   * Streams `source` as the rest of the body with backpressure, then finishes. Resolves when
-   * done or when the client went away (the source is then destroyed); rejects if the source
-   * fails, so the caller can answer 500 or cut the connection.
-   */
-  pipeFrom(source: NodeJS.ReadableStream | AsyncIterable<string | Uint8Array>): Promise<void> {
-    if (this.#finished) return Promise.reject(new Error(`pipeFrom() after finish() for ${this.method} ${this.uri}`));
-    const res = this.#res;
-    if (this.method === "HEAD") {
-      // HEAD never reads the body it would have sent.
-      destroySource(source);
-      this.finish();
-      return RESOLVED;
-    }
-    if (typeof (source as NodeJS.ReadableStream).pipe !== "function") return this.#pump(source as AsyncIterable<string | Uint8Array>);
-    const src = source as NodeJS.ReadableStream & { destroy?(): void };
-    // Headers kept here go out with the first chunk: a source that fails before it leaves
-    // the head unsent, and the site can still answer 500.
-    if (!res.headersSent && this.#head !== HEAD_KEPT) this.#beforeHeaders();
-    return new Promise<void>((resolve, reject) => {
-      const onData = (chunk: string | Uint8Array) => {
-        if (this.#head === HEAD_KEPT) this.#beforeHeaders();
-        this.sentLength += typeof chunk === "string" ? Buffer.byteLength(chunk) : chunk.byteLength;
-      };
-      const cleanup = () => {
-        src.off("data", onData);
-        src.off("end", onEnd);
-        src.off("error", onError);
-        res.off("close", onClose);
-        // An abandoned source may still fail, when destroyed for one: nobody is left to hear it.
-        src.on("error", noop);
-      };
-      const onEnd = () => {
-        cleanup();
-        this.finish();
-        resolve();
-      };
-      const onError = (err: Error) => {
-        cleanup();
-        src.unpipe(res as NodeJS.WritableStream);
-        src.destroy?.();
-        reject(err);
-      };
-      const onClose = () => {
-        if (sent(res)) return;
-        cleanup();
-        src.unpipe(res as NodeJS.WritableStream);
-        src.destroy?.();
-        resolve();
-      };
-      src.on("data", onData);
-      src.once("end", onEnd);
-      src.once("error", onError);
-      res.once("close", onClose);
-      src.pipe(res as NodeJS.WritableStream, { end: false });
-    });
-  }
-
-  async #pump(source: AsyncIterable<string | Uint8Array>): Promise<void> {
-    const it = source[Symbol.asyncIterator]();
-    try {
-      for (;;) {
-        const { done, value } = await it.next();
-        if (done) break;
-        if (this.aborted) return;
-        await this.write(value);
-        if (this.aborted) return;
-      }
-    } finally {
-      if (this.aborted) await it.return?.();
-    }
-    this.finish();
-  }
-
-  /**
-   * Ends a response that cannot be completed so that no client takes it for a whole one: the
-   * way for any resource to give up once the headers went out. On plain HTTP/1 TCP the
-   * connection is reset, because a close-delimited body (HTTP/1.0) cut with an ordinary
-   * close would look complete; writes still corked in this tick are dropped for the same
-   * reason. An HTTP/2 stream is reset with INTERNAL_ERROR (destroying it would end it with
-   * NO_ERROR, which clients take for a complete body). Elsewhere (TLS, UNIX sockets) the
-   * response is destroyed.
-   */
-  abortConnection(): void {
-    this.#finished = true;
-    const req = this.req;
-    const stream = (req as Http2ServerRequest).stream;
-    if (req.httpVersionMajor === 2 && stream !== undefined) {
-      stream.close(http2Constants.NGHTTP2_INTERNAL_ERROR);
-      return;
-    }
-    const socket = req.socket;
-    if (req.httpVersionMajor === 1 && socket instanceof Socket && !socket.destroyed) {
-      try {
-        socket.resetAndDestroy();
-        return;
-      } catch {
-        // Not a TCP handle (TLS, a UNIX socket): a plain destroy below.
-      }
-    }
-    this.#res.destroy();
-  }
-
-  /** Resolves when the response has been sent; rejects with ConnectionLost if the client goes first. */
-  notifyFinish(): Promise<void> {
-    if (this.#finishPromise === undefined) {
-      const res = this.#res;
-      this.#finishPromise = new Promise<void>((resolve, reject) => {
-        if (sent(res)) return resolve();
-        if (this.aborted) return reject(new ConnectionLost());
-        const settle = () => {
-          res.off("finish", settle);
-          res.off("close", settle);
-          if (sent(res)) resolve();
-          else reject(new ConnectionLost());
-        };
-        res.once("finish", settle);
-        res.once("close", settle);
-      });
-      // The base promise never counts as unhandled: a client hang-up is normal life.
-      this.#finishPromise.catch(noop);
-    }
-    return this.#finishPromise;
+    return this.#head.all();
   }
 
   /**
@@ -791,6 +344,156 @@ export class Request implements IRequest {
   /** Renders the site's error page markup for this status (used by ErrorPage). */
   errorPage(code: number, brief: string, detail: string): string {
     return this.site.errorPage(code, brief, detail);
+  }
+
+  // ---- output (internal/output) ---------------------------------------------------------
+
+  /** True once the status line and headers have gone out. */
+  get headersSent(): boolean {
+    return this.#output.res.headersSent;
+  }
+
+  /** True once `finish()` was called (or the response was cut or handed over). */
+  get finished(): boolean {
+    return this.#output.finished;
+  }
+
+  /** True when the client went away before the response completed. */
+  get aborted(): boolean {
+    return this.#output.aborted;
+  }
+
+  /**
+   * Sends the body through `encoder` (gzip, Brotli, …): `write`, `finishWith` and `pipeFrom`
+   * consult it at the first byte. Set it before anything is written.
+   */
+  setEncoder(encoder: ResponseEncoder): void {
+    this.#output.setEncoder(encoder);
+  }
+
+  /**
+   * Writes part of the body. The returned promise resolves when more may be written: await
+   * it to respect backpressure. Throws after `finish()`; after the client went away the
+   * data is dropped (see `aborted`).
+   */
+  write(data: string | Uint8Array): Promise<void> {
+    return this.#output.write(data);
+  }
+
+  /** Ends the response. Calling it again does nothing. */
+  finish(): void {
+    this.#output.finish();
+  }
+
+  /**
+   * Sends a complete body in one piece with its Content-Length and finishes. Used by the
+   * site for string and byte results; available to resources that have the whole body.
+   */
+  finishWith(body: string | Uint8Array): void {
+    this.#output.finishWith(body);
+  }
+
+  /**
+   * Streams `source` as the rest of the body with backpressure, then finishes. Resolves when
+   * done or when the client went away (the source is then destroyed); rejects if the source
+   * fails, so the caller can answer 500 or cut the connection.
+   */
+  pipeFrom(source: NodeJS.ReadableStream | AsyncIterable<string | Uint8Array>): Promise<void> {
+    return this.#output.pipeFrom(source);
+  }
+
+  /**
+   * Ends a response that cannot be completed so that no client takes it for a whole one: the
+   * way for any resource to give up once the headers went out (a reset connection on
+   * HTTP/1, a reset stream on HTTP/2).
+   */
+  abortConnection(): void {
+    this.#output.abortConnection();
+  }
+
+  /** Resolves when the response has been sent; rejects with ConnectionLost if the client goes first. */
+  notifyFinish(): Promise<void> {
+    return this.#output.notifyFinish();
+  }
+
+  /**
+   * The failsafe (Twisted's `processingFailed`), for whatever fails after `render` returned:
+   * an `HttpError` (or a `BodyError`) is answered with its own status and page; anything else
+   * is logged and answered 500 (with the stack when the site has `displayTracebacks`). Once
+   * the head went out, the connection is cut instead, so a truncated body never passes for a
+   * whole one. Safe to call more than once, and after the client left.
+   */
+  processingFailed(err: unknown): void {
+    const output = this.#output;
+    const res = output.res;
+    const answer = err instanceof HttpError || err instanceof BodyError;
+    if (!answer) this.site.logError(`error while serving ${this.method} ${this.uri}`, err);
+    if (res.writableEnded) return; // the client already has a complete response
+    if (res.headersSent || output.finished) {
+      output.abortConnection();
+      return;
+    }
+    if (output.aborted) return;
+    try {
+      this.#head.clear();
+      if (err instanceof HttpError) {
+        this.setResponseCode(err.status);
+        for (const [name, value] of Object.entries(err.headers ?? {})) this.setHeader(name, value);
+        this.setHeader("Content-Type", "text/html; charset=utf-8");
+        output.finishWith(this.errorPage(err.status, err.brief, err.detail));
+        return;
+      }
+      if (err instanceof BodyError) {
+        // A body the client should not have sent (over a limit, malformed, stalled) is the
+        // client's error: its status, with its explanation.
+        this.setResponseCode(err.status);
+        this.setHeader("Content-Type", "text/html; charset=utf-8");
+        output.finishWith(this.errorPage(err.status, err.brief, err.message));
+        return;
+      }
+      this.setResponseCode(500);
+      this.setHeader("Content-Type", "text/html; charset=utf-8");
+      const traces = this.site.displayTracebacks;
+      const detail = traces ? (err instanceof Error ? (err.stack ?? String(err)) : String(err)) : "An error occurred while processing this request; it has been logged.";
+      let page = this.errorPage(500, "Processing Failed", detail);
+      if (traces) page = page.replace(escapeHtml(detail), `<pre>${escapeHtml(detail)}</pre>`);
+      output.finishWith(page);
+    } catch (again) {
+      this.site.logError("could not send the error page; closing the connection", again);
+      output.abortConnection();
+    }
+  }
+
+  // ---- hand-offs to Node ---------------------------------------------------------------
+
+  /** Sends `100 Continue` (the client then sends the body it announced). */
+  writeContinue(): void {
+    (this.#output.res as ServerResponse).writeContinue();
+  }
+
+  /**
+   * Hands Node's response over, with the headers set so far and the site's defaults on it,
+   * for a body that trellis does not frame (the taker writes and ends it). The Request
+   * counts as finished from then on.
+   */
+  takeResponse(): NodeResponse {
+    this.#head.moveToRes();
+    if (!this.#output.res.headersSent) this.#output.completeHead();
+    this.#output.handedOver();
+    return this.#guardedRes();
+  }
+
+  /**
+   * Hands the connection's socket over (HTTP/1 only), for bytes trellis does not frame at all:
+   * an NPH script's whole response, a tunnel. The connection is not reused afterwards; the
+   * Request counts as finished. Count what you send in `sentLength` for the access log.
+   */
+  takeSocket(): Duplex {
+    if (this.req.httpVersionMajor !== 1) throw new Error(`takeSocket(): ${this.clientproto} multiplexes its connection; only an HTTP/1 request can take the socket`);
+    const res = this.#output.res as ServerResponse;
+    res.shouldKeepAlive = false;
+    this.#output.handedOver();
+    return this.req.socket as Duplex;
   }
 
   // ---- conditional requests (RFC 9110 §13) --------------------------------------------
@@ -839,60 +542,35 @@ export class Request implements IRequest {
     return this.#precondition();
   }
 
-  // ---- addresses and URLs -------------------------------------------------------------
-
-  /** The entry of a comma-separated `X-Forwarded-*` header the trust setting selects. */
-  #forwarded(name: string): string | undefined {
-    const trust = this.site.trustProxy;
-    if (trust === false || trust === 0) return undefined;
-    const v = this.getHeader(name);
-    if (!v) return undefined;
-    const parts = v.split(",");
-    const i = trust === true ? 0 : Math.max(0, parts.length - trust);
-    return parts[i].trim() || undefined;
-  }
+  // ---- addresses and URLs (internal/address) -------------------------------------------
 
   /** The client's address: the peer's, or the forwarded one when the site trusts its proxy. */
   getClientAddress(): Address {
-    const forwarded = this.#forwarded("x-forwarded-for");
-    if (forwarded) return { type: "TCP", host: forwarded.replace(/^\[(.*)\]$/, "$1"), port: 0 };
-    const s = this.req.socket;
-    if (!s || s.remoteAddress === undefined) return { type: "UNIX", host: "", port: 0 };
-    return { type: "TCP", host: s.remoteAddress, port: s.remotePort ?? 0 };
+    return address.clientAddress(this.req, this.site.trustProxy);
   }
 
   /** The server's (local) address of this connection. */
   getHost(): Address {
-    const s = this.req.socket;
-    if (!s || s.localAddress === undefined) return { type: "UNIX", host: "", port: 0 };
-    return { type: "TCP", host: s.localAddress, port: s.localPort ?? 0 };
+    return address.localAddress(this.req);
   }
 
   /** True over TLS, or when a trusted proxy says `X-Forwarded-Proto: https`. */
   isSecure(): boolean {
-    const proto = this.#forwarded("x-forwarded-proto");
-    if (proto) return proto.toLowerCase() === "https";
-    return (this.req.socket as TLSSocket | undefined)?.encrypted === true;
+    return address.isSecure(this.req, this.site.trustProxy);
   }
 
-  /** The host the client asked for, with its port if it gave one (Host header, or the local address). */
+  /**
+   * The host the client asked for, with its port if it gave one: a trusted proxy's
+   * `X-Forwarded-Host`, an absolute-form target's authority, the Host header, or the local
+   * address.
+   */
   getHostHeader(): string {
-    const host = this.#forwarded("x-forwarded-host") ?? this.getHeader("host");
-    if (host) return host;
-    const local = this.getHost();
-    const h = local.host.includes(":") ? `[${local.host}]` : local.host || "localhost";
-    return local.port ? `${h}:${local.port}` : h;
+    return address.hostHeader(this.req, this.site.trustProxy, this.#authority);
   }
 
   /** The host name the client asked for, without port or IPv6 brackets. */
   getRequestHostname(): string {
-    const host = this.getHostHeader();
-    if (host.startsWith("[")) {
-      const end = host.indexOf("]");
-      return end > 0 ? host.slice(1, end) : host;
-    }
-    const colon = host.indexOf(":");
-    return (colon < 0 ? host : host.slice(0, colon)).toLowerCase();
+    return address.hostname(this.getHostHeader());
   }
 
   /** `http` or `https`. */

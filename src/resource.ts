@@ -2,72 +2,15 @@
  * The resource tree: traversal (`getChildForRequest`), render dispatch by method name,
  * and the error resources.
  *
- * This module sits at the top of the module order, so it describes the request it works
- * with as an interface (`IRequest`) instead of importing `Request`.
+ * This module sits above the request module in the module order, so it works with the
+ * request as an interface (`IRequest`, from `iweb`) instead of importing `Request`.
  */
 import { BodyError, declaredTooLarge, formKind, type BodyLimits } from "./body";
 import { escapeHtml } from "./html";
+import type { IRequest, IResource, RenderResult } from "./iweb";
 
-/** What a render method may return; see DESIGN.md "The core contract". */
-export type RenderResult =
-  | string
-  | Uint8Array
-  | symbol
-  | NodeJS.ReadableStream
-  | AsyncIterable<string | Uint8Array>
-  | undefined
-  | void
-  | PromiseLike<string | Uint8Array | symbol | NodeJS.ReadableStream | AsyncIterable<string | Uint8Array> | undefined | void>;
-
-/** The part of a request that the tree and its error pages rely on. `Request` implements it. */
-export interface IRequest {
-  /** The HTTP method, upper case as sent (`GET`, `POST`, …). */
-  readonly method: string;
-  /** The raw request target, with its query. */
-  readonly uri: string;
-  /** Segments already walked, percent-decoded. */
-  prepath: string[];
-  /** Segments still to walk, percent-decoded. */
-  postpath: string[];
-  /** Sets the response status (and, on HTTP/1, its reason phrase). */
-  setResponseCode(code: number, message?: string): void;
-  /** Sets (replaces) a response header. */
-  setHeader(name: string, value: string | number | readonly string[]): void;
-  /** The value of a request header, or undefined. */
-  getHeader(name: string): string | undefined;
-  /** The HTML template for error pages, if the site has one. */
-  errorPage(code: number, brief: string, detail: string): string;
-  /**
-   * Parses a form body into `args` and `files`. `Request` implements it; it is optional here
-   * because this module cannot import `Request`: `render` parses forms only when it is there.
-   */
-  readForm?(limits?: Partial<BodyLimits>): Promise<unknown>;
-  /**
-   * `readForm` with a callback, called once with the error (undefined when the form was
-   * parsed). Optional like `readForm`; when present `render` uses it, so that the handler runs
-   * as soon as the body is in, without a promise per step.
-   */
-  whenForm?(limits: Partial<BodyLimits> | undefined, done: (error: Error | undefined) => void): void;
-  /** The body limits in force: defaults, the site's, then `overrides` (`Request` implements it). */
-  bodyLimits?(overrides?: Partial<BodyLimits>): BodyLimits;
-}
-
-/** The resource interface: anything that can sit in the tree. */
-export interface IResource {
-  /** When true, traversal stops here and the rest of the path stays in `postpath`. */
-  isLeaf: boolean;
-  /** Returns the child for one path segment: a registered child, else `getChild`. */
-  getChildWithDefault(name: string, request: IRequest): IResource;
-  /** Registers a static child for one path segment. */
-  putChild(name: string, child: IResource): void;
-  /** Renders the response for this request. */
-  render(request: IRequest): RenderResult;
-  /**
-   * Called for `Expect: 100-continue` before the client sends its body: return nothing to let
-   * it come, or a status (417, 413, …) or a resource to answer with instead.
-   */
-  checkContinue?(request: IRequest): number | IResource | undefined | void;
-}
+export type { IRequest, IResource, RenderResult } from "./iweb";
+export { HttpError } from "./internal/http-error";
 
 /**
  * Walks `request.postpath` from `resource`, moving each segment to `prepath`, until a leaf
@@ -178,11 +121,7 @@ export class Resource implements IResource {
 
   /** True when `render` will parse this request's body as a form before the handler runs. */
   #parsesForm(request: IRequest): boolean {
-    return (
-      request.readForm !== undefined &&
-      (this.constructor as typeof Resource).parseForms !== false &&
-      formKind(request.getHeader("content-type")) !== undefined
-    );
+    return (this.constructor as typeof Resource).parseForms !== false && formKind(request.getHeader("content-type")) !== undefined;
   }
 
   /**
@@ -191,7 +130,7 @@ export class Resource implements IResource {
    */
   checkContinue(request: IRequest): number | IResource | undefined {
     const method = request.method;
-    if ((method !== "POST" && method !== "PUT" && method !== "PATCH") || !this.#parsesForm(request) || !request.bodyLimits) return undefined;
+    if ((method !== "POST" && method !== "PUT" && method !== "PATCH") || !this.#parsesForm(request)) return undefined;
     // Only when this very dispatch will read the form: a class with its own render (a CGI
     // script, a proxy) forwards the body under limits of its own.
     if (this.render !== Resource.prototype.render || typeof (this as unknown as Record<string, unknown>)[renderName(method)] !== "function") return undefined;
@@ -280,12 +219,9 @@ function renderAfterForm(resource: Resource, handler: RenderMethod, request: IRe
     if (err instanceof BodyError) return new ErrorPage(err.status, err.brief, err.message).render(request);
     throw err;
   };
-  if (request.whenForm === undefined) {
-    return request.readForm!(resource.bodyLimits).then(() => handler.call(resource, request) as Awaited<RenderResult>, refused);
-  }
   // One promise, settled from the event that completed the body: the handler runs right there.
   return new Promise<Awaited<RenderResult>>((resolve, reject) => {
-    request.whenForm!(resource.bodyLimits, (err) => {
+    request.whenForm(resource.bodyLimits, (err) => {
       try {
         resolve((err === undefined ? handler.call(resource, request) : refused(err)) as Awaited<RenderResult>);
       } catch (thrown) {

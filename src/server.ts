@@ -7,12 +7,14 @@ import * as http from "node:http";
 import type { Http2SecureServer, Http2Server, Http2Session } from "node:http2";
 import * as https from "node:https";
 import type { Duplex } from "node:stream";
-import { BodyError, type BodyLimits } from "./body";
+import type { BodyLimits } from "./body";
 import { formatHttpDate } from "./conditional";
 import { escapeHtml } from "./html";
+import { SessionManager } from "./internal/sessions";
+import type { IResource, ISession, ISite, NodeRequest, NodeResponse, RenderResult, SessionStore } from "./iweb";
 import { combinedLogLine } from "./log";
-import { CACHED, type ISite, type NodeRequest, type NodeResponse, Request, type SessionStore } from "./request";
-import { defaultErrorPage, ErrorPage, getChildForRequest, type IResource, type RenderResult } from "./resource";
+import { CACHED, Request } from "./request";
+import { defaultErrorPage, ErrorPage, getChildForRequest } from "./resource";
 import { VERSION } from "./version";
 
 /** Returned by a render method that will finish the response later with `write()`/`finish()`. */
@@ -191,7 +193,8 @@ export class Site implements ISite {
   #logStream: WriteStream | undefined;
   #errorLog: (message: string, error?: unknown) => void;
   #errorTemplate: (code: number, brief: string, detail: string) => string;
-  #sessions = new Set<Http2Session>();
+  #http2Sessions = new Set<Http2Session>();
+  #sessionManager?: SessionManager;
   /** The `(req, res)` function to give to `http.createServer`, https, http2 (compat) or another framework. */
   readonly handler: (req: NodeRequest, res: NodeResponse) => void;
 
@@ -228,6 +231,25 @@ export class Site implements ISite {
     this.handler = (req, res) => this.#handle(req, res);
   }
 
+  /** The sessions of this site, made on first use from `sessionStore` and `sessionTimeout`. */
+  get sessions(): SessionManager {
+    return (this.#sessionManager ??= new SessionManager({
+      store: this.sessionStore,
+      timeout: this.sessionTimeout,
+      errorLog: (message, error) => this.logError(message, error),
+    }));
+  }
+
+  /** Makes a new session in this site's store (Twisted's `Site.makeSession`). */
+  makeSession(): Promise<ISession> {
+    return this.sessions.create();
+  }
+
+  /** The live session with this id, or undefined (Twisted's `Site.getSession`). */
+  getSession(uid: string): Promise<ISession | undefined> {
+    return this.sessions.lookup(uid);
+  }
+
   /** Renders this site's error page markup. */
   errorPage(code: number, brief: string, detail: string): string {
     return this.#errorTemplate(code, brief, detail);
@@ -250,13 +272,9 @@ export class Site implements ISite {
    * request line.
    */
   internalRedirect(request: Request, target: string): Request {
-    const req = request.req as NodeRequest & { url: string; method: string };
-    req.url = target;
-    if (req.method !== "HEAD") req.method = "GET";
-    const res = request.res;
-    const inner = new Request(this, req, res);
+    const res = request.takeResponse();
     // Headers the first request left on the response are the inner one's to see and change.
-    void inner.res;
+    const inner = new Request(this, request.req, res, { from: request, target });
     res.once("finish", () => (request.sentLength = inner.sentLength));
     if (!inner.validTarget) {
       this.#targetError(inner);
@@ -265,7 +283,7 @@ export class Site implements ISite {
     try {
       this.#respond(inner, getChildForRequest(this.root, inner).render(inner));
     } catch (err) {
-      this.#failed(inner, err);
+      inner.processingFailed(err);
     }
     return inner;
   }
@@ -290,7 +308,7 @@ export class Site implements ISite {
       const resource = getChildForRequest(this.root, request);
       this.#respond(request, expectContinue ? this.#continue(resource, request) : resource.render(request));
     } catch (err) {
-      this.#failed(request, err);
+      request.processingFailed(err);
     }
     if (!res.writableEnded && req.httpVersionMajor === 1) releaseWhenQueuedAndGone(req as http.IncomingMessage, res as http.ServerResponse);
   }
@@ -311,11 +329,11 @@ export class Site implements ISite {
   #continue(resource: IResource, request: Request): RenderResult {
     const refusal = resource.checkContinue?.(request);
     if (refusal === undefined || refusal === null) {
-      request.res.writeContinue();
+      request.writeContinue();
       return resource.render(request);
     }
     // The client may or may not send the body it announced: the connection cannot be reused.
-    if (request.req.httpVersionMajor === 1) request.setHeader("Connection", "close");
+    if (request.clientproto !== "HTTP/2.0") request.setHeader("Connection", "close");
     if (typeof refusal === "number") {
       const brief = http.STATUS_CODES[refusal] ?? "Expectation Failed";
       return new ErrorPage(refusal, brief, `This resource refused the request body before it was sent (${refusal} ${brief}).`).render(request);
@@ -367,59 +385,20 @@ export class Site implements ISite {
           try {
             this.#respond(request, value);
           } catch (err) {
-            this.#failed(request, err);
+            request.processingFailed(err);
           }
         },
-        (err) => this.#failed(request, err),
+        (err) => request.processingFailed(err),
       );
       return;
     }
     if (isStreamLike(result)) {
-      request.pipeFrom(result).then(undefined, (err) => this.#failed(request, err));
+      request.pipeFrom(result).then(undefined, (err) => request.processingFailed(err));
       return;
     }
-    this.#failed(
-      request,
+    request.processingFailed(
       new TypeError(`render returned ${describe(result)}; expected a string, bytes, NOT_DONE_YET, a stream, an async iterable, or a Promise of one`),
     );
-  }
-
-  /**
-   * The failsafe: log, then answer 500 if nothing was sent yet, or cut the connection if the
-   * headers already went out (a truncated body must not pass for a complete one).
-   */
-  #failed(request: Request, err: unknown): void {
-    if (err instanceof BodyError && !request.res.headersSent && !request.finished) {
-      // A body the client should not have sent (over a limit, malformed, stalled) is the
-      // client's error, not the server's: answer its status with its explanation.
-      request.setResponseCode(err.status);
-      request.setHeader("Content-Type", "text/html; charset=utf-8");
-      request.finishWith(this.errorPage(err.status, err.brief, err.message));
-      return;
-    }
-    this.logError(`error while serving ${request.method} ${request.uri}`, err);
-    const res = request.res;
-    if (res.writableEnded) return; // the client already has a complete response
-    if (res.headersSent || request.finished) {
-      request.abortConnection();
-      return;
-    }
-    try {
-      for (const name of res.getHeaderNames()) res.removeHeader(name);
-      request.setResponseCode(500);
-      request.setHeader("Content-Type", "text/html; charset=utf-8");
-      const detail = this.displayTracebacks
-        ? err instanceof Error
-          ? (err.stack ?? String(err))
-          : String(err)
-        : "An error occurred while processing this request; it has been logged.";
-      let page = this.errorPage(500, "Processing Failed", detail);
-      if (this.displayTracebacks) page = page.replace(escapeHtml(detail), `<pre>${escapeHtml(detail)}</pre>`);
-      request.finishWith(page);
-    } catch (again) {
-      this.logError("could not send the 500 page; closing the connection", again);
-      request.abortConnection();
-    }
   }
 
   #writeLog(log: (line: string, request: Request) => void, request: Request): void {
@@ -463,8 +442,8 @@ export class Site implements ISite {
     // With a listener, Node leaves `100 Continue` to us, so a resource can refuse first.
     server.on("checkContinue", (req: NodeRequest, res: NodeResponse) => this.#handle(req, res, true));
     server.on("session", (session: Http2Session) => {
-      this.#sessions.add(session);
-      session.once("close", () => this.#sessions.delete(session));
+      this.#http2Sessions.add(session);
+      session.once("close", () => this.#http2Sessions.delete(session));
     });
     this.servers.add(server);
     server.once("close", () => this.servers.delete(server));
@@ -572,7 +551,7 @@ export class Site implements ISite {
   async close(): Promise<void> {
     this.closing = true;
     const servers = [...this.servers];
-    for (const session of this.#sessions) session.close();
+    for (const session of this.#http2Sessions) session.close();
     const sweep = () => {
       for (const s of servers) (s as http.Server).closeIdleConnections?.();
     };
@@ -580,7 +559,7 @@ export class Site implements ISite {
     const sweeper = setInterval(sweep, 50);
     const deadline = setTimeout(() => {
       for (const s of servers) (s as http.Server).closeAllConnections?.();
-      for (const session of this.#sessions) session.destroy();
+      for (const session of this.#http2Sessions) session.destroy();
     }, this.options.closeTimeout ?? 10000);
     try {
       await Promise.all(

@@ -54,16 +54,17 @@ async function ask(url: string, headers: http.OutgoingHttpHeaders = {}): Promise
 
 describe("parseTarget", { timeout: 30_000 }, () => {
   test("origin-form: path, query and decoded segments", () => {
-    assert.deepEqual(parseTarget("/a/b%20c/?x=1&y"), { path: "/a/b%20c/", query: "x=1&y", segments: ["a", "b c", ""] });
-    assert.deepEqual(parseTarget("/"), { path: "/", query: "", segments: [""] });
-    assert.deepEqual(parseTarget("/a%2Fb"), { path: "/a%2Fb", query: "", segments: ["a/b"] });
-    assert.deepEqual(parseTarget("//a//"), { path: "//a//", query: "", segments: ["", "a", "", ""] });
+    assert.deepEqual(parseTarget("/a/b%20c/?x=1&y"), { path: "/a/b%20c/", query: "x=1&y", segments: ["a", "b c", ""], authority: undefined });
+    assert.deepEqual(parseTarget("/"), { path: "/", query: "", segments: [""], authority: undefined });
+    assert.deepEqual(parseTarget("/a%2Fb"), { path: "/a%2Fb", query: "", segments: ["a/b"], authority: undefined });
+    assert.deepEqual(parseTarget("//a//"), { path: "//a//", query: "", segments: ["", "a", "", ""], authority: undefined });
   });
 
-  test("absolute-form is served as its path; the authority is ignored", () => {
-    assert.deepEqual(parseTarget("http://example.com/hello?q"), { path: "/hello", query: "q", segments: ["hello"] });
-    assert.deepEqual(parseTarget("https://example.com"), { path: "/", query: "", segments: [""] });
-    assert.deepEqual(parseTarget("http://example.com?x=1"), { path: "/", query: "x=1", segments: [""] });
+  test("absolute-form is served as its path, and its authority is kept (it replaces Host)", () => {
+    assert.deepEqual(parseTarget("http://example.com/hello?q"), { path: "/hello", query: "q", segments: ["hello"], authority: "example.com" });
+    assert.deepEqual(parseTarget("https://example.com:8443"), { path: "/", query: "", segments: [""], authority: "example.com:8443" });
+    assert.deepEqual(parseTarget("http://example.com?x=1"), { path: "/", query: "x=1", segments: [""], authority: "example.com" });
+    assert.equal(parseTarget("http://me@example.com/"), undefined, "user info has no place in a target");
   });
 
   test("anything else, and bad percent-encoding, is refused", () => {

@@ -152,7 +152,7 @@ describe("getChildForRequest and putChild used directly", { timeout: 30_000 }, (
     setHeader() {},
     getHeader: () => undefined,
     errorPage: () => "",
-  });
+  }) as Partial<IRequest> as IRequest;
 
   test("walks postpath into prepath and stops at a leaf", () => {
     const root = new Resource();

@@ -285,12 +285,7 @@ describe("MemorySessionStore and SessionManager", () => {
   test("expiry timers are unref'd: a pending session never keeps the process alive", async () => {
     const manager = new SessionManager({ timeout: 60_000 });
     const before = process.getActiveResourcesInfo().filter((r) => r === "Timeout").length;
-    const fake = {
-      isSecure: () => false,
-      getCookie: () => undefined,
-      addCookie: () => {},
-    } as unknown as Request;
-    const session = await manager.getSession(fake);
+    const session = await manager.create();
     assert.equal(process.getActiveResourcesInfo().filter((r) => r === "Timeout").length, before);
     await session.expire();
     assert.equal(manager.cached, 0);
