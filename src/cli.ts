@@ -369,21 +369,6 @@ function isResource(v: unknown): v is IResource {
   return typeof (v as IResource | null)?.render === "function";
 }
 
-/** Adds `--add-header` headers to every response, then walks on from the real root. */
-class HeaderAdder extends Resource {
-  override isLeaf = true;
-  constructor(
-    readonly inner: IResource,
-    readonly headers: [string, string][],
-  ) {
-    super();
-  }
-  override render(request: IRequest): RenderResult {
-    for (const [name, value] of this.headers) (request as Request).addHeader(name, value);
-    return getChildForRequest(this.inner, request).render(request);
-  }
-}
-
 /** The page served when nothing else was chosen (as `twistd web` does). */
 class TestPage extends Resource {
   override isLeaf = true;
@@ -432,7 +417,7 @@ export async function buildRoot(config: WebConfig, cwd = process.cwd()): Promise
         root = top;
       } else root = new TestPage();
   }
-  return config.headers.length > 0 ? new HeaderAdder(root, config.headers) : root;
+  return root;
 }
 
 /** The URL (or socket) a listening server answers on, for the startup message. */
@@ -458,7 +443,7 @@ export async function runWeb(argv: string[]): Promise<Site | undefined> {
   }
   for (const w of config.warnings) process.stderr.write(`trellis web: warning: ${w}\n`);
   const root = await buildRoot(config);
-  const site = new Site(root, { ...config.site, ...(config.logfile === "-" ? { log: process.stdout } : { logPath: resolve(config.logfile) }) });
+  const site = new Site(root, { ...config.site, headers: config.headers, ...(config.logfile === "-" ? { log: process.stdout } : { logPath: resolve(config.logfile) }) });
   try {
     for (const e of config.endpoints) {
       const tls = e.tlsFiles ? { cert: readFileSync(resolve(e.tlsFiles.cert)), key: readFileSync(resolve(e.tlsFiles.key)) } : undefined;

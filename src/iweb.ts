@@ -115,6 +115,8 @@ export interface ISite {
   readonly bodyLimits?: Partial<BodyLimits>;
   /** The `Server` header every response carries, if any. */
   readonly serverHeader?: string;
+  /** Headers every response carries unless the resource set them. */
+  readonly defaultHeaders?: readonly (readonly [string, string | readonly string[]])[];
   /** Renders the HTML of an error page (the site's template). */
   errorPage(code: number, brief: string, detail: string): string;
   /** Reports an error to the site's error log. */

@@ -50,13 +50,15 @@ export interface LogFields {
   referer?: string;
   userAgent?: string;
   time?: number;
+  /** The request line as received, for a request the parser refused (there is no method or target then). */
+  line?: string;
 }
 
 /** Formats one line (without the newline). */
 export function combinedLogLine(f: LogFields): string {
   const field = (v: string | undefined) => (v ? escapeLogField(v) : "-");
   return (
-    `${f.client || "-"} - - ${logTimestamp(f.time)} "${escapeLogField(`${f.method} ${f.uri} ${f.protocol}`)}" ` +
+    `${f.client || "-"} - - ${logTimestamp(f.time)} "${escapeLogField(f.line ?? `${f.method} ${f.uri} ${f.protocol}`)}" ` +
     `${f.status} ${f.bytes > 0 ? f.bytes : "-"} "${field(f.referer)}" "${field(f.userAgent)}"`
   );
 }

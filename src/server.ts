@@ -21,7 +21,7 @@ import { VERSION } from "./version";
 export const NOT_DONE_YET: unique symbol = Symbol("trellis.NOT_DONE_YET");
 
 /** Where access log lines go: a writable stream, or a function called with each line. */
-export type AccessLog = NodeJS.WritableStream | ((line: string, request: Request) => void);
+export type AccessLog = NodeJS.WritableStream | ((line: string, request: Request | undefined) => void);
 
 /** Options of a Site. Every limit has a safe default. */
 export interface SiteOptions {
@@ -29,6 +29,11 @@ export interface SiteOptions {
   displayTracebacks?: boolean;
   /** The `Server` header; false to send none. Default `trellis/<version>`. */
   serverHeader?: string | false;
+  /**
+   * Headers every response carries, error pages and the parser's own answers included,
+   * unless the resource set the same header itself (`trellis web --add-header`).
+   */
+  headers?: Record<string, string> | readonly (readonly [string, string])[];
   /**
    * Believe `X-Forwarded-For/Proto/Host`: `true` trusts every hop (the leftmost entry is the
    * client), a number trusts that many proxies from the right. Default false.
@@ -94,6 +99,17 @@ const CLIENT_ERRORS: Record<string, [number, string]> = {
   HPE_INVALID_METHOD: [501, "Not Implemented"],
   ERR_HTTP_REQUEST_TIMEOUT: [408, "Request Timeout"],
 };
+
+// A request line as RFC 9112 §3 has it: a token, one space, a target, one space, a version.
+const WELL_FORMED_LINE = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+ [^\s]+ HTTP\/\d\.\d$/;
+
+/** The first line of what the parser refused (for the log and the 400/501 choice). */
+function requestLine(raw: Buffer | undefined): string {
+  if (raw === undefined || raw.length === 0) return "";
+  const text = raw.toString("latin1", 0, Math.min(raw.length, 8192));
+  const end = text.search(/\r?\n/);
+  return end < 0 ? text : text.slice(0, end);
+}
 
 /** Where a socket keeps the response to the latest request parsed on it (see `#clientError`). */
 const kLatest = Symbol("trellis.latestResponse");
@@ -189,7 +205,9 @@ export class Site implements ISite {
 
   /** The `Server` header sent on every response (undefined: none). */
   readonly serverHeader: string | undefined;
-  #log: ((line: string, request: Request) => void) | undefined;
+  /** See `SiteOptions.headers`. */
+  readonly defaultHeaders: readonly (readonly [string, string | readonly string[]])[] | undefined;
+  #log: ((line: string, request: Request | undefined) => void) | undefined;
   #logStream: WriteStream | undefined;
   #errorLog: (message: string, error?: unknown) => void;
   #errorTemplate: (code: number, brief: string, detail: string) => string;
@@ -208,6 +226,17 @@ export class Site implements ISite {
     this.sessionStore = options.sessionStore;
     this.sessionTimeout = options.sessionTimeout;
     this.serverHeader = options.serverHeader === false ? undefined : (options.serverHeader ?? `trellis/${VERSION}`);
+    const headers = options.headers === undefined ? [] : Array.isArray(options.headers) ? options.headers : Object.entries(options.headers);
+    // A name given twice is sent twice (as two header lines).
+    const byName = new Map<string, [string, string[]]>();
+    for (const [name, value] of headers) {
+      http.validateHeaderName(name);
+      http.validateHeaderValue(name, value);
+      const entry = byName.get(name.toLowerCase());
+      if (entry === undefined) byName.set(name.toLowerCase(), [name, [value]]);
+      else entry[1].push(value);
+    }
+    this.defaultHeaders = byName.size > 0 ? [...byName.values()].map(([name, values]) => [name, values.length === 1 ? values[0] : values] as const) : undefined;
     this.#errorLog = options.errorLog ?? defaultErrorLog;
     const tpl = options.errorPage;
     this.#errorTemplate =
@@ -292,13 +321,17 @@ export class Site implements ISite {
     const request = new Request(this, req, res);
     const log = this.#log;
     if (log !== undefined) res.once("close", () => this.#writeLog(log, request));
-    if (req.httpVersionMajor === 1) {
+    const major = req.httpVersionMajor;
+    if (major === 1) {
       // The parser's errors come without the request they belong to: remember the latest.
       (req.socket as Duplex & { [kLatest]?: NodeResponse })[kLatest] = res;
       if (!validHost(req as http.IncomingMessage)) {
-        this.#badHost(request);
+        this.#refuse(request, "The request must carry exactly one Host header naming a host (and port).");
         return;
       }
+    } else if (major === 0) {
+      this.#refuse(request, "HTTP/0.9 requests (a request line without a version) are not served: send HTTP/1.0 or later.");
+      return;
     }
     if (!request.validTarget) {
       this.#targetError(request);
@@ -313,12 +346,15 @@ export class Site implements ISite {
     if (!res.writableEnded && req.httpVersionMajor === 1) releaseWhenQueuedAndGone(req as http.IncomingMessage, res as http.ServerResponse);
   }
 
-  /** Two Host headers, or one that is not a host[:port] (RFC 9112 §3.2): 400, and close. */
-  #badHost(request: Request): void {
+  /**
+   * A request that cannot be served as it stands (two Host headers, or one that is not a
+   * host[:port], RFC 9112 §3.2; an HTTP/0.9 line): 400, and the connection closes.
+   */
+  #refuse(request: Request, detail: string): void {
     request.setResponseCode(400);
     request.setHeader("Connection", "close");
     request.setHeader("Content-Type", "text/html; charset=utf-8");
-    request.finishWith(this.errorPage(400, "Bad Request", "The request must carry exactly one Host header naming a host (and port)."));
+    request.finishWith(this.errorPage(400, "Bad Request", detail));
   }
 
   /**
@@ -351,6 +387,16 @@ export class Site implements ISite {
       }
       request.defaultContentType = null;
       request.finishWith("");
+      return;
+    }
+    if (request.method === "CONNECT") {
+      // An authority-form target names no place in the tree: the root answers for the site
+      // (405 with Allow, unless it has a render_CONNECT).
+      try {
+        this.#respond(request, this.root.render(request));
+      } catch (err) {
+        request.processingFailed(err);
+      }
       return;
     }
     request.setResponseCode(400);
@@ -401,7 +447,7 @@ export class Site implements ISite {
     );
   }
 
-  #writeLog(log: (line: string, request: Request) => void, request: Request): void {
+  #writeLog(log: (line: string, request: Request | undefined) => void, request: Request): void {
     try {
       const h = request.req.headers;
       log(
@@ -439,6 +485,8 @@ export class Site implements ISite {
       if (!s.listening) (s as { connectionsCheckingInterval?: number }).connectionsCheckingInterval = checkingInterval(s.headersTimeout);
     }
     server.on("clientError", (err: NodeJS.ErrnoException, socket: Duplex) => this.#clientError(err, socket));
+    // Node hands CONNECT over as a raw socket, and closes it unheard without a listener.
+    server.on("connect", (req: http.IncomingMessage, socket: Duplex) => this.#connect(req, socket));
     // With a listener, Node leaves `100 Continue` to us, so a resource can refuse first.
     server.on("checkContinue", (req: NodeRequest, res: NodeResponse) => this.#handle(req, res, true));
     server.on("session", (session: Http2Session) => {
@@ -449,20 +497,57 @@ export class Site implements ISite {
     server.once("close", () => this.servers.delete(server));
   }
 
+  /**
+   * A CONNECT request reaches the site as a bare socket: it gets a response of its own and
+   * goes through the same dispatch, and the connection closes after the answer.
+   */
+  #connect(req: http.IncomingMessage, socket: Duplex): void {
+    socket.on("error", () => socket.destroy());
+    const res = new http.ServerResponse(req);
+    res.shouldKeepAlive = false;
+    res.assignSocket(socket as import("node:net").Socket);
+    res.once("finish", () => {
+      // Closed now, while the socket still knows its peer (for the access log).
+      res.detachSocket(socket as import("node:net").Socket);
+      res.emit("close");
+      socket.end();
+      setTimeout(() => socket.destroy(), 1000).unref();
+    });
+    this.#handle(req, res);
+  }
+
+  /** Writes the access log line of a request the parser refused (no Request was made for it). */
+  #logRefused(socket: Duplex, line: string, status: number): void {
+    const log = this.#log;
+    if (log === undefined) return;
+    try {
+      const client = (socket as Duplex & { remoteAddress?: string }).remoteAddress ?? "";
+      log(combinedLogLine({ client, method: "", uri: "", protocol: "", line: line || "-", status, bytes: 0 }), undefined);
+    } catch (err) {
+      this.logError("the access log failed", err);
+    }
+  }
+
   /** Answers a request Node's parser refused (400, 408, 431, 501) and closes the connection. */
   #clientError(err: NodeJS.ErrnoException, socket: Duplex): void {
     if (err.code === "ECONNRESET" || !socket.writable) {
       socket.destroy();
       return;
     }
-    const [status, reason] = CLIENT_ERRORS[err.code ?? ""] ?? [400, "Bad Request"];
+    const line = requestLine((err as { rawPacket?: Buffer }).rawPacket);
+    let [status, reason] = CLIENT_ERRORS[err.code ?? ""] ?? [400, "Bad Request"];
+    // 501 is for a well-formed request line whose method trellis does not know; a line that
+    // is not `METHOD SP target SP version` at all is a bad request.
+    if (status === 501 && !WELL_FORMED_LINE.test(line)) [status, reason] = [400, "Bad Request"];
     const answer = () => {
       if (!socket.writable) {
         socket.destroy();
         return;
       }
+      this.#logRefused(socket, line, status);
       const body = `${status} ${reason}\n`;
-      const server = this.serverHeader === undefined ? "" : `Server: ${this.serverHeader}\r\n`;
+      let server = this.serverHeader === undefined ? "" : `Server: ${this.serverHeader}\r\n`;
+      for (const [name, value] of this.defaultHeaders ?? []) for (const v of typeof value === "string" ? [value] : value) server += `${name}: ${v}\r\n`;
       socket.end(
         `HTTP/1.1 ${status} ${reason}\r\n${server}Date: ${formatHttpDate(Date.now())}\r\n` +
           `Content-Type: text/plain; charset=utf-8\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`,

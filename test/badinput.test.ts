@@ -56,6 +56,22 @@ const cases: Case[] = [
   { name: "bare LF line endings", payload: "GET /hello HTTP/1.1\nHost: x\n\n", status: 400, closes: true },
   { name: "a control character in the target", payload: "GET /hel\x01lo HTTP/1.1\r\nHost: x\r\n\r\n", status: 400, closes: true },
   { name: "a NUL in the path", payload: "GET /hel\x00lo HTTP/1.1\r\nHost: x\r\n\r\n", status: 400, closes: true },
+  { name: "a request line that is not METHOD SP target SP version", payload: "GARBAGE\r\n\r\n", status: 400, closes: true, also: parserAnswer(400) },
+  { name: "tabs as separators in the request line", payload: "GET\t/hello\tHTTP/1.1\r\nHost: x\r\n\r\n", status: 400, closes: true, also: parserAnswer(400) },
+  {
+    name: "an HTTP/0.9 line (no version)",
+    payload: "GET /hello\r\n\r\n",
+    status: 400,
+    closes: true,
+    also: (data) => assert.ok(!data.includes("hello []"), "never served"),
+  },
+  {
+    name: "CONNECT to an origin server",
+    payload: "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
+    status: 405,
+    closes: true,
+    also: (data) => assert.match(data, /\r\nAllow: OPTIONS\r\n/),
+  },
   // Malformed header sections.
   { name: "a header line without a colon", payload: "GET /hello HTTP/1.1\r\nHost: x\r\nNoColon\r\n\r\n", status: 400, closes: true },
   { name: "a space before the colon", payload: "GET /hello HTTP/1.1\r\nHost : x\r\n\r\n", status: 400, closes: true },
@@ -229,6 +245,82 @@ describe("a bad request pipelined behind a slow one", { timeout: 30_000 }, () =>
       assert.ok(body > 0 && bad > body, "the 400 follows the complete first response");
       assert.equal(closed, true);
       assert.equal((await request(s.base + "/slow-check")).status, 404, "the server still answers");
+    } finally {
+      await s.close();
+    }
+  });
+});
+
+describe("the parser's answers and the site", { timeout: 30_000 }, () => {
+  test("every refused request is in the access log, and every answer carries Date and the site's headers", async () => {
+    const lines: string[] = [];
+    const s = await serve(site(), { log: (line) => lines.push(line), headers: [["X-Site", "yes"], ["X-Twice", "1"], ["X-Twice", "2"]] });
+    try {
+      for (const [payload, status, line] of [
+        ["GARBAGE\r\n\r\n", 400, '"GARBAGE" 400'],
+        ["FOO /hello HTTP/1.1\r\nHost: x\r\n\r\n", 501, '"FOO /hello HTTP/1.1" 501'],
+        [`GET /${"a".repeat(20000)} HTTP/1.1\r\nHost: x\r\n\r\n`, 431, " 431 "],
+      ] as const) {
+        const before = lines.length;
+        const reply = await raw(s.port, payload, 10_000);
+        assert.equal(statusOf(reply.data), status);
+        assert.match(reply.data, /\r\nDate: [A-Z][a-z]{2}, \d{2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2}:\d{2} GMT\r\n/);
+        assert.match(reply.data, /\r\nX-Site: yes\r\nX-Twice: 1\r\nX-Twice: 2\r\n/);
+        assert.equal(lines.length, before + 1, `one log line for ${JSON.stringify(payload.slice(0, 20))}`);
+        assert.ok(lines[before].includes(line), lines[before]);
+        assert.match(lines[before], /^127\.0\.0\.1 - - \[/);
+      }
+    } finally {
+      await s.close();
+    }
+  });
+
+  test("the site's headers are on 404 and 500 pages too, and a resource's own header wins", async () => {
+    class Fails extends Resource {
+      override isLeaf = true;
+      render_GET(request: Request): string {
+        request.setHeader("X-Site", "mine");
+        throw new Error("boom");
+      }
+    }
+    class Own extends Resource {
+      override isLeaf = true;
+      render_GET(request: Request): string {
+        request.setHeader("X-Site", "mine");
+        return "own";
+      }
+    }
+    const root = new Resource();
+    root.putChild("fails", new Fails());
+    root.putChild("own", new Own());
+    const s = await serve(root, { headers: { "X-Site": "yes" } });
+    try {
+      const missing = await request(s.base + "/nope");
+      assert.equal(missing.status, 404);
+      assert.equal(missing.headers["x-site"], "yes");
+      const failed = await request(s.base + "/fails");
+      assert.equal(failed.status, 500);
+      assert.equal(failed.headers["x-site"], "yes", "the failed resource's headers are dropped, the site's stay");
+      assert.equal((await request(s.base + "/own")).headers["x-site"], "mine");
+    } finally {
+      await s.close();
+    }
+  });
+
+  test("an absolute-form target's authority replaces Host (RFC 9112 §3.2.2)", async () => {
+    class Where extends Resource {
+      override isLeaf = true;
+      render_GET(request: Request): string {
+        return `${request.getRequestHostname()} ${request.getHostHeader()} ${request.prePathURL()}`;
+      }
+    }
+    const s = await serve(new Where());
+    try {
+      const reply = await raw(s.port, "GET http://foo.test:8080/x HTTP/1.1\r\nHost: bar.test\r\nConnection: close\r\n\r\n", 10_000);
+      assert.equal(statusOf(reply.data), 200);
+      assert.ok(reply.data.endsWith("\r\n\r\nfoo.test foo.test:8080 http://foo.test:8080/"), reply.data);
+      const userinfo = await raw(s.port, "GET http://me@foo.test/x HTTP/1.1\r\nHost: foo.test\r\nConnection: close\r\n\r\n", 10_000);
+      assert.equal(statusOf(userinfo.data), 400);
     } finally {
       await s.close();
     }

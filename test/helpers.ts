@@ -113,16 +113,38 @@ export interface RawReply {
 }
 
 /**
- * Writes raw bytes to the port and collects what the server sends until it closes the
- * connection, or until `idleMs` pass with no data (then `closed` is false).
+ * True when `data` holds at least one whole response: its head, and its body as the head
+ * frames it (Content-Length, or chunked up to the last chunk); a response to HEAD, a 1xx,
+ * 204 or 304 has none. A close-delimited body is never whole until the connection closes.
  */
-export function raw(port: number, payload: string | Buffer | (string | Buffer)[], idleMs = 1500): Promise<RawReply> {
+export function hasWholeResponse(data: string, head: boolean): boolean {
+  const end = data.indexOf("\r\n\r\n");
+  if (end < 0) return false;
+  const top = data.slice(0, end);
+  const status = statusOf(top);
+  if (head || status === 204 || status === 304 || (status >= 100 && status < 200)) return true;
+  const length = /\r\ncontent-length: *(\d+)/i.exec(top);
+  if (length) return data.length - end - 4 >= Number(length[1]);
+  if (/\r\ntransfer-encoding: *chunked/i.test(top)) return data.indexOf("\r\n0\r\n\r\n", end) >= 0 || data.slice(end + 4).startsWith("0\r\n\r\n");
+  return false;
+}
+
+/**
+ * Writes raw bytes to the port and collects what the server sends until it closes the
+ * connection, or until a whole response is in and `idleMs` pass with nothing more (then
+ * `closed` is false: the server kept the connection open). Partial answers are never taken
+ * for the end, however slow the server; past `maxMs` it gives up with what it has.
+ */
+export function raw(port: number, payload: string | Buffer | (string | Buffer)[], idleMs = 1500, maxMs = 20_000): Promise<RawReply> {
   return new Promise((resolve, reject) => {
     const socket = net.connect(port, "127.0.0.1");
     const chunks: Buffer[] = [];
+    const head = /^HEAD /.test(String(Array.isArray(payload) ? payload[0] : payload));
     let timer: NodeJS.Timeout | undefined;
+    const cap = setTimeout(() => finish(false), maxMs);
     const finish = (closed: boolean) => {
       clearTimeout(timer);
+      clearTimeout(cap);
       socket.removeAllListeners();
       socket.on("error", () => {});
       socket.destroy();
@@ -130,11 +152,10 @@ export function raw(port: number, payload: string | Buffer | (string | Buffer)[]
     };
     const arm = () => {
       clearTimeout(timer);
-      timer = setTimeout(() => finish(false), idleMs);
+      if (hasWholeResponse(Buffer.concat(chunks).toString("latin1"), head)) timer = setTimeout(() => finish(false), idleMs);
     };
     socket.on("connect", () => {
       for (const p of Array.isArray(payload) ? payload : [payload]) socket.write(p);
-      arm();
     });
     socket.on("data", (c) => {
       chunks.push(c);

@@ -17,6 +17,8 @@ const SENT = 2;
 export interface HeadDefaults {
   /** The `Server` header, unless the resource set one. */
   server: string | undefined;
+  /** More headers of the site's, each unless the resource set it. */
+  extra: readonly (readonly [string, string | readonly string[]])[] | undefined;
   /** `Connection: close`, replacing the resource's `Connection`. */
   close: boolean;
   /** The Content-Type when the body has one and the resource set none; null for none. */
@@ -140,6 +142,7 @@ export class ResponseHead {
     const res = this.res;
     if (this.#state !== KEPT) {
       if (defaults.server !== undefined && !res.hasHeader("server")) res.setHeader("Server", defaults.server);
+      if (defaults.extra !== undefined) for (const [name, value] of defaults.extra) if (!res.hasHeader(name)) res.setHeader(name, value as string);
       if (defaults.close) res.setHeader("Connection", "close");
       if (hasBody && defaults.contentType !== null && !res.hasHeader("content-type")) res.setHeader("Content-Type", defaults.contentType);
       if (contentLength !== undefined) res.setHeader("Content-Length", contentLength);
@@ -155,6 +158,7 @@ export class ResponseHead {
       }
     }
     if (defaults.server !== undefined && kept?.has("server") !== true) head.Server = defaults.server;
+    if (defaults.extra !== undefined) for (const [name, value] of defaults.extra) if (kept?.has(name.toLowerCase()) !== true) head[name] = value as OutgoingHttpHeaders[string];
     if (close) head.Connection = "close";
     if (hasBody && defaults.contentType !== null && kept?.has("content-type") !== true) head["Content-Type"] = defaults.contentType;
     if (contentLength !== undefined) head["Content-Length"] = contentLength;

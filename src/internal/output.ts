@@ -98,7 +98,7 @@ export class ResponseOutput {
   completeHead(contentLength?: number): void {
     const status = this.res.statusCode;
     const hasBody = status !== 204 && status !== 304;
-    this.head.complete(status, { server: this.owner.site.serverHeader, close: this.#mustClose(), contentType: this.owner.defaultContentType }, hasBody, contentLength);
+    this.head.complete(status, { server: this.owner.site.serverHeader, extra: this.owner.site.defaultHeaders, close: this.#mustClose(), contentType: this.owner.defaultContentType }, hasBody, contentLength);
   }
 
   /** At the first byte of a body of unknown length: starts the encoder if it takes the body. */
