@@ -8,7 +8,6 @@ import { stat, readFile, type Stats } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname, resolve } from "node:path";
 import { compileFunction } from "node:vm";
-import type { Request } from "./request";
 import { ErrorPage, getChildForRequest, NoResource, Resource, type IRequest, type IResource, type RenderResult } from "./resource";
 import { Registry } from "./static";
 
@@ -161,14 +160,10 @@ export class ResourceScript extends Resource {
     );
     if (!exists) return new NoResource("File not found.").render(request);
     const message = `The resource script ${this.path} did not set "resource". A script must assign the resource to serve, e.g. resource = new MyResource();`;
-    const site = (request as Partial<Request>).site;
-    if (site) logError(request as Request, message);
-    const detail = site?.displayTracebacks ? message : "The resource script did not set \"resource\"; the error has been logged.";
+    const site = request.site;
+    site.logError(`${request.method} ${request.uri}: ${message}`);
+    const detail = site.displayTracebacks ? message : "The resource script did not set \"resource\"; the error has been logged.";
     return new ErrorPage(500, "Resource Script Error", detail).render(request);
   }
 }
 
-function logError(request: Request, message: string): void {
-  const site = request.site as { logError?(m: string, e?: unknown): void };
-  site.logError?.(`${request.method} ${request.uri}: ${message}`);
-}

@@ -1,13 +1,14 @@
 /** Small resources: redirects, and a resource that arrives later. */
 import { escapeHtml } from "./html";
-import { checkHeaderURL, type Request } from "./request";
-import { getChildForRequest, type IRequest, type IResource, type RenderResult, Resource } from "./resource";
+import type { IRequest } from "./iweb";
+import { checkHeaderURL } from "./request";
+import { getChildForRequest, type IResource, type RenderResult, Resource } from "./resource";
 
 /**
  * Redirects with 302 to `url` and returns a small HTML body that links to it (for clients
  * that do not follow redirects). URLs with control characters are refused.
  */
-export function redirectTo(url: string, request: Request): string {
+export function redirectTo(url: string, request: IRequest): string {
   request.redirect(url);
   request.setHeader("Content-Type", "text/html; charset=utf-8");
   const u = escapeHtml(url);
@@ -28,7 +29,7 @@ export class Redirect extends Resource {
     checkHeaderURL(url);
   }
   override render(request: IRequest): string {
-    return redirectTo(this.url, request as Request);
+    return redirectTo(this.url, request);
   }
 }
 
@@ -43,8 +44,8 @@ export class ChildRedirector extends Redirect {
     return new ChildRedirector(base + encodeURIComponent(name));
   }
   override render(request: IRequest): string {
-    const q = (request as Request).queryString;
-    return redirectTo(q ? `${this.url}?${q}` : this.url, request as Request);
+    const q = request.queryString;
+    return redirectTo(q ? `${this.url}?${q}` : this.url, request);
   }
 }
 
@@ -52,8 +53,8 @@ export class ChildRedirector extends Redirect {
 export class ParentRedirect extends Resource {
   override isLeaf = true;
   override render(request: IRequest): string {
-    const path = (request as Request).path;
-    return redirectTo(path.slice(0, path.lastIndexOf("/") + 1) || "/", request as Request);
+    const path = request.path;
+    return redirectTo(path.slice(0, path.lastIndexOf("/") + 1) || "/", request);
   }
 }
 
