@@ -55,7 +55,7 @@ export async function launch(spec: LaunchSpec, useHelper: boolean): Promise<Laun
     if (h !== undefined) {
       const stdin = spec.stdin;
       const child = await h.run(spec).catch((err: unknown) => {
-        if (typeof stdin === "object") stdin.file.close().catch(() => {});
+        if (typeof stdin === "object") closeQuietly(stdin.file);
         throw err;
       });
       if (typeof stdin === "object") feedFile(stdin.file, child.stdin!);
@@ -63,6 +63,10 @@ export async function launch(spec: LaunchSpec, useHelper: boolean): Promise<Laun
     }
   }
   return launchHere(spec);
+}
+
+function closeQuietly(file: FileHandle): void {
+  file.close().catch(() => {});
 }
 
 /** Why scripts are started from the server process although the helper was asked for, once; then undefined. */
@@ -93,17 +97,22 @@ function launchHere(spec: LaunchSpec): Promise<LaunchedProcess> {
       gid: spec.gid,
     });
   } catch (err) {
-    if (typeof stdin === "object") stdin.file.close().catch(() => {});
+    if (typeof stdin === "object") closeQuietly(stdin.file);
     return Promise.reject(err);
   }
   // The child has its own copy of the file; ours can go.
-  if (typeof stdin === "object") stdin.file.close().catch(() => {});
+  if (typeof stdin === "object") closeQuietly(stdin.file);
   if (child.pid === undefined) return new Promise((_, reject) => child.once("error", reject));
   return Promise.resolve(child as LaunchedProcess);
 }
 
-/** Copies a spooled body into the script's stdin; a script that stops reading just ends it. */
+/**
+ * Copies a spooled body into the script's stdin; a script that stops reading just ends it.
+ * The file is closed here on every path: read to its end, the script gone (even before this
+ * was called: a script that does not read its input can end that soon), or a read error.
+ */
 function feedFile(file: FileHandle, stdin: Writable): void {
+  if (stdin.destroyed || stdin.writableEnded) return closeQuietly(file);
   const source = file.createReadStream({ start: 0, autoClose: true });
   const stop = () => {
     source.unpipe(stdin);
@@ -112,6 +121,8 @@ function feedFile(file: FileHandle, stdin: Writable): void {
   stdin.on("error", stop);
   stdin.once("close", stop);
   source.on("error", () => stdin.destroy());
+  // The stream closes the file itself when it ends or is destroyed; this makes sure of it.
+  source.once("close", () => closeQuietly(file));
   source.pipe(stdin);
 }
 

@@ -541,9 +541,11 @@ export class CGIScript extends Resource {
       if (body.kind === "file") await body.handle.close().catch(() => {});
       return NOT_DONE_YET;
     }
-    const [file, args] = this.command(request);
+    let file: string;
+    let args: string[];
     let env: Record<string, string>;
     try {
+      [file, args] = this.command(request);
       env = this.environment(request, body.kind === "none" ? undefined : body.length);
     } catch (err) {
       release();
@@ -639,6 +641,7 @@ async function spoolBody(request: Request, max: number, dir: string): Promise<Bo
       if (result === "gone" || result === "too large" || result instanceof Error) {
         // The rest of a refused body is read and dropped, so the client can read the answer.
         if (result === "too large") req.resume();
+        // A write still running finishes first: the handle waits for it.
         handle.close().catch(() => {});
         if (result instanceof Error) reject(result);
         else resolve(result);
@@ -660,13 +663,16 @@ async function spoolBody(request: Request, max: number, dir: string): Promise<Bo
       writing.then(() => finish({ kind: "file", handle, length: size }));
     };
     const onGone = () => finish("gone");
+    // Closed before its 'end' was read, the body will not end: even a complete one.
     const onClose = () => {
-      if (!req.complete) finish("gone");
+      if (!req.readableEnded) finish("gone");
     };
     req.on("data", onData);
     req.once("end", onEnd);
     req.once("error", onGone);
     req.once("close", onClose);
+    // Gone before the listeners: its 'close' has passed.
+    if (req.destroyed) finish("gone");
   });
 }
 
