@@ -16,7 +16,7 @@ import * as path from "node:path";
 import type { Socket } from "node:net";
 import { BodyError, watchForwardedBody } from "./body";
 import { type CGIHeaderBlock, CGIHeaderError, CGIHeaderParser } from "./cgi-headers";
-import { launch, type LaunchedProcess, takeHelperWarning } from "./cgi-launcher";
+import { launch, type LaunchedProcess, outOfResources, takeHelperWarning } from "./cgi-launcher";
 import type { Request } from "./request";
 import { ErrorPage, getChildForRequest, type IRequest, type IResource, NoResource, type RenderResult, Resource } from "./resource";
 import { NOT_DONE_YET, type Site } from "./server";
@@ -513,7 +513,12 @@ export class CGIScript extends Resource {
           request.setHeader("Connection", "close");
           return errorPage(request, 411, "Length Required", "This CGI resource needs a Content-Length on request bodies.");
         }
-        const spooled = await spoolBody(request, maxBody, o.spoolDir ?? tmpdir());
+        let spooled: Spooled;
+        try {
+          spooled = await spoolBody(request, maxBody, o.spoolDir ?? tmpdir());
+        } catch (err) {
+          return this.#spoolFailed(request, err as NodeJS.ErrnoException);
+        }
         if (spooled === "gone") return NOT_DONE_YET;
         if (spooled === "too large") return tooLarge(request, maxBody);
         if (spooled instanceof BodyError) return bodyTimedOut(request, spooled);
@@ -595,7 +600,7 @@ export class CGIScript extends Resource {
     if (isScript && err.code === "EACCES") {
       return errorPage(request, 403, "Forbidden", "This script is not executable, or is not a file.");
     }
-    if (err.code === "EAGAIN" || err.code === "EMFILE" || err.code === "ENFILE" || err.code === "ENOMEM") {
+    if (outOfResources(err)) {
       logError(request, `CGI script ${this.filename}: cannot start ${file}: out of processes or file descriptors`, err);
       request.setHeader("Retry-After", "5");
       return errorPage(request, 503, "Service Unavailable", "The server cannot start more scripts right now; please retry shortly.");
@@ -605,6 +610,19 @@ export class CGIScript extends Resource {
     if (err.code === "EPERM" && this.options.uid !== undefined) hint = " (uid/gid need trellis to run as root)";
     logError(request, `CGI script ${this.filename}: cannot start ${file}${hint}`, err);
     return errorPage(request, 502, "Bad Gateway", "The script could not be started; the error has been logged.");
+  }
+
+  /** The body could not be spooled: 503 when the system is out of descriptors (or the like), else 500. */
+  #spoolFailed(request: Request, err: NodeJS.ErrnoException): string {
+    // What the client sent of the body was not all read: the connection cannot be reused.
+    request.setHeader("Connection", "close");
+    if (outOfResources(err)) {
+      logError(request, `CGI script ${this.filename}: cannot spool the request body: out of file descriptors`, err);
+      request.setHeader("Retry-After", "5");
+      return errorPage(request, 503, "Service Unavailable", "The server cannot take more request bodies right now; please retry shortly.");
+    }
+    logError(request, `CGI script ${this.filename}: cannot spool the request body`, err);
+    return errorPage(request, 500, "Internal Server Error", "The request body could not be stored; the error has been logged.");
   }
 }
 
@@ -627,7 +645,8 @@ type Spooled = Body | "gone" | "too large" | BodyError;
  * left behind whatever happens: the open handle is the only reference, and the script reads
  * it as its stdin. Positioned writes leave the file offset at 0 for the script. The body is
  * held to the request's pace limits (`idleTimeout`, `minRate`): a client too slow gets a
- * BodyError (408). The handle is closed here unless it is handed over in the result.
+ * BodyError (408). Rejects with the errno error when the file cannot be made or written. The
+ * handle is closed here unless it is handed over in the result.
  */
 async function spoolBody(request: Request, max: number, dir: string): Promise<Spooled> {
   const name = path.join(dir, `trellis-cgi-${process.pid}-${randomBytes(8).toString("hex")}`);
