@@ -33,9 +33,21 @@ export interface BodyLimits {
   fileMemory: number;
   /** Longest wait for the next piece of a body before giving up with 408, in ms (0: none). */
   idleTimeout: number;
+  /**
+   * The slowest a body may arrive, in bytes per second on average, once `minRateGrace` has
+   * passed (0: no minimum); slower gets 408. A client that trickles its body would otherwise
+   * hold a connection, a CGI slot or a temporary file for as long as the idle timeout allows
+   * between bytes. Time the server itself held the body back (backpressure) does not count.
+   */
+  minRate: number;
+  /** How long a body may take before `minRate` applies, in ms. */
+  minRateGrace: number;
   /** Where temporary upload files go. Default: the system's temporary directory. */
   tempDir?: string;
 }
+
+/** The limits that time a body as it arrives. */
+export type BodyPace = Pick<BodyLimits, "idleTimeout" | "minRate" | "minRateGrace">;
 
 /** The defaults: small enough to be safe on a public server, large enough for ordinary forms. */
 export const DEFAULT_BODY_LIMITS: Readonly<BodyLimits> = Object.freeze({
@@ -47,6 +59,8 @@ export const DEFAULT_BODY_LIMITS: Readonly<BodyLimits> = Object.freeze({
   fileSize: 100 * 1024 * 1024,
   fileMemory: 64 * 1024,
   idleTimeout: 30_000,
+  minRate: 500,
+  minRateGrace: 10_000,
 });
 
 const REASONS: Record<number, string> = {
@@ -157,9 +171,13 @@ export interface BodySource extends NodeJS.ReadableStream {
   destroy(error?: Error): unknown;
 }
 
+/** A request body that is forwarded (Node's request, HTTP/1 or the HTTP/2 compatibility API). */
+export type ForwardedBody = Readable & { readonly httpVersionMajor: number };
+
 /** The parts of a Node response a body reader uses. */
 export interface BodySink extends NodeJS.EventEmitter {
   readonly headersSent: boolean;
+  readonly writableFinished?: boolean;
   setHeader(name: string, value: string): unknown;
 }
 
@@ -236,6 +254,8 @@ export function mergeLimits(...layers: (Partial<BodyLimits> | undefined)[]): Bod
     fileSize: d.fileSize,
     fileMemory: d.fileMemory,
     idleTimeout: d.idleTimeout,
+    minRate: d.minRate,
+    minRateGrace: d.minRateGrace,
     tempDir: d.tempDir,
   };
   for (const layer of layers) {
@@ -248,6 +268,8 @@ export function mergeLimits(...layers: (Partial<BodyLimits> | undefined)[]): Bod
     if (layer.fileSize !== undefined) out.fileSize = layer.fileSize;
     if (layer.fileMemory !== undefined) out.fileMemory = layer.fileMemory;
     if (layer.idleTimeout !== undefined) out.idleTimeout = layer.idleTimeout;
+    if (layer.minRate !== undefined) out.minRate = layer.minRate;
+    if (layer.minRateGrace !== undefined) out.minRateGrace = layer.minRateGrace;
     if (layer.tempDir !== undefined) out.tempDir = layer.tempDir;
   }
   return out;
@@ -411,9 +433,9 @@ class TempFiles {
   }
 }
 
-/** One body being read, as the idle watch sees it. */
+/** One body being read, as the watch sees it. */
 interface Watched {
-  /** The longest gap allowed, ms. */
+  /** The longest gap allowed, ms (0: none). */
   idle: number;
   /** Set when data comes; the sweep clears it. */
   active: boolean;
@@ -421,20 +443,36 @@ interface Watched {
   quietSince: number;
   /** True while the reader holds the body back itself (backpressure): not the client's stall. */
   held: boolean;
+  /** When the current hold began (performance.now()). */
+  heldSince: number;
+  /** Bytes received so far. */
+  received: number;
+  /** The least average rate, bytes/s, once `grace` ms of the client's time have passed (0: none). */
+  minRate: number;
+  grace: number;
+  /**
+   * Where the client's time starts (performance.now()): stamped by the first sweep that sees
+   * the body (0 until then), and moved on by each hold, so that `now - since` is the time the
+   * client had to send what it sent.
+   */
+  since: number;
   /** Where it is in `watched`; -1 once it left. */
   slot: number;
-  /** Called once when the gap is too long. */
-  expire(): void;
+  /** Called once when the client is too slow (the sweep has already unwatched it). */
+  expire(error: BodyError): void;
 }
 
 /*
  * One shared, unref'd interval watches every body being read for a client that stopped
- * sending, instead of a timer per request. Small bodies, the common case, must cost next to
- * nothing: a body joins a plain array and leaves it by swapping with the last one (no hashing,
- * no table to shrink), and each chunk only sets a flag (no clock read). A sweep that finds the
- * flag set clears it and starts the quiet period then, so a stall is noticed between `idle`
- * and `idle` plus two sweep periods (a quarter of the smallest idle timeout watched, at most a
- * second) after the last data. The interval stops itself once nothing is watched.
+ * sending or sends too slowly, instead of a timer per request. Small bodies, the common case,
+ * must cost next to nothing: a body joins a plain array and leaves it by swapping with the
+ * last one (no hashing, no table to shrink), and each chunk only sets a flag and adds to a
+ * count (no clock read; the clock is read only when the reader holds the body back or lets
+ * it go). A sweep that finds the flag set clears it and starts the quiet period then, so a
+ * stall is noticed between `idle` and `idle` plus two sweep periods (a quarter of the
+ * smallest timeout watched, at most a second) after the last data; the rate is checked the
+ * same way, from the first sweep that saw the body. The interval stops itself once nothing
+ * is watched.
  */
 const watched: Watched[] = [];
 let sweeper: NodeJS.Timeout | undefined;
@@ -443,8 +481,10 @@ let sweepPeriod = 0;
 function watch(w: Watched): void {
   w.slot = watched.length;
   watched.push(w);
-  if (sweeper === undefined || w.idle < sweepPeriod * 4) {
-    const period = Math.max(10, Math.min(1000, Math.floor(w.idle / 4)));
+  let span = w.idle;
+  if (w.minRate > 0 && (span <= 0 || w.grace < span)) span = w.grace;
+  if (sweeper === undefined || span < sweepPeriod * 4) {
+    const period = Math.max(10, Math.min(1000, Math.floor(span / 4)));
     if (sweeper === undefined || period < sweepPeriod) {
       clearInterval(sweeper);
       sweepPeriod = period;
@@ -454,7 +494,7 @@ function watch(w: Watched): void {
   }
 }
 
-/** @internal How many bodies the idle watch holds now (for tests: none once every request is done). */
+/** @internal How many bodies the watch holds now (for tests: none once every request is done). */
 export function bodiesWatched(): number {
   return watched.length;
 }
@@ -470,6 +510,24 @@ function unwatch(w: Watched): void {
   }
 }
 
+/** The reader stops taking the body (its destination is full): from now on, not the client's time. */
+function hold(w: Watched): void {
+  if (w.held) return;
+  w.held = true;
+  w.heldSince = performance.now();
+}
+
+/** The reader takes the body again. */
+function release(w: Watched): void {
+  if (!w.held) return;
+  w.held = false;
+  w.active = true;
+  if (w.since > 0) {
+    const now = performance.now();
+    w.since += now - Math.max(w.heldSince, w.since);
+  }
+}
+
 function sweep(): void {
   if (watched.length === 0) {
     clearInterval(sweeper);
@@ -481,14 +539,37 @@ function sweep(): void {
   for (let i = watched.length - 1; i >= 0; i--) {
     const w = watched[i];
     if (w === undefined) continue;
+    if (w.minRate > 0) {
+      if (w.since === 0) w.since = now;
+      else {
+        const had = (w.held ? Math.max(w.heldSince, w.since) : now) - w.since;
+        if (had >= w.grace && w.received * 1000 < w.minRate * had) {
+          unwatch(w);
+          w.expire(tooSlow(w, had));
+          continue;
+        }
+      }
+    }
     if (w.active || w.held) {
       w.active = false;
       w.quietSince = now;
-    } else if (now - w.quietSince >= w.idle) {
+    } else if (w.idle > 0 && now - w.quietSince >= w.idle) {
       unwatch(w);
-      w.expire();
+      w.expire(stalled(w.idle));
     }
   }
+}
+
+function stalled(idle: number): BodyError {
+  return new BodyError(408, `The client sent no body data for ${idle} ms; the request was abandoned. Send the body without pausing, or raise idleTimeout.`);
+}
+
+function tooSlow(w: Watched, had: number): BodyError {
+  const rate = Math.floor((w.received * 1000) / had);
+  return new BodyError(
+    408,
+    `The client sent the body at ${rate} bytes/s, slower than the minimum of ${w.minRate} bytes/s (minRate); the request was abandoned. Send the body faster, or lower minRate.`,
+  );
 }
 
 /** How much of a body is read and thrown away after an early answer before the connection is cut. */
@@ -569,25 +650,34 @@ class Pump implements Watched {
   active = true;
   quietSince = 0;
   held = false;
+  heldSince = 0;
+  since = 0;
   slot = -1;
+  readonly idle: number;
+  readonly minRate: number;
+  readonly grace: number;
   #first: Buffer | undefined = undefined;
   #chunks: Buffer[] | undefined = undefined;
 
   constructor(
     readonly req: PumpedSource,
     readonly max: number,
-    readonly idle: number,
+    pace: BodyPace,
     readonly limitName: string,
     readonly write: ((chunk: Buffer) => boolean) | undefined,
     readonly done: (err: BodyError | undefined, body?: Buffer) => void,
-  ) {}
+  ) {
+    this.idle = pace.idleTimeout;
+    this.minRate = pace.minRate;
+    this.grace = pace.minRateGrace;
+  }
 
   start(): void {
     const req = this.req;
     // Gone before the first listener: its 'close' will not come again.
     if (req.destroyed && !req.complete) return this.finish(clientLeft());
     req[kPump] = this;
-    if (this.idle > 0) watch(this);
+    if (this.idle > 0 || this.minRate > 0) watch(this);
     req.on("data", pumpData);
     req.on("end", pumpEnd);
     req.on("error", pumpError);
@@ -605,7 +695,7 @@ class Pump implements Watched {
       else (this.#chunks ??= [this.#first]).push(chunk);
     } else if (!write(chunk)) {
       this.req.pause();
-      this.held = true;
+      hold(this);
     }
   }
 
@@ -613,12 +703,11 @@ class Pump implements Watched {
   drained(): void {
     if (this.settled) return;
     this.req.resume();
-    this.held = false;
-    this.active = true;
+    release(this);
   }
 
-  expire(): void {
-    this.finish(new BodyError(408, `The client sent no body data for ${this.idle} ms; the request was abandoned. Send the body without pausing, or raise idleTimeout.`));
+  expire(error: BodyError): void {
+    this.finish(error);
   }
 
   finish(err: BodyError | undefined): void {
@@ -635,6 +724,104 @@ class Pump implements Watched {
     const chunks = this.#chunks;
     this.done(undefined, chunks ? Buffer.concat(chunks, this.received) : (this.#first ?? EMPTY));
   }
+}
+
+/**
+ * A client that stalled or was too slow keeps its connection no longer than the answer: an
+ * HTTP/1 response says `Connection: close`, and the request is destroyed once the response
+ * is out (at once, if it already is).
+ */
+function closeOnceAnswered(req: BodySource, res: BodySink): void {
+  req.on("error", noop);
+  if (res.writableFinished === true) {
+    req.destroy();
+    return;
+  }
+  if (req.httpVersionMajor === 1 && !res.headersSent) res.setHeader("Connection", "close");
+  const cut = () => req.destroy();
+  res.once("finish", cut);
+  res.once("close", cut);
+}
+
+/** A body forwarded by someone else, as the watch sees it (see `watchForwardedBody`). */
+class ForwardWatch implements Watched {
+  received = 0;
+  active = true;
+  quietSince = 0;
+  held = false;
+  heldSince = 0;
+  since = 0;
+  slot = -1;
+  readonly idle: number;
+  readonly minRate: number;
+  readonly grace: number;
+
+  constructor(
+    readonly req: BodySource & Readable,
+    readonly res: BodySink,
+    pace: BodyPace,
+    readonly expired: (error: BodyError) => void,
+  ) {
+    this.idle = pace.idleTimeout;
+    this.minRate = pace.minRate;
+    this.grace = pace.minRateGrace;
+  }
+
+  readonly onData = (chunk: Buffer): void => {
+    this.received += chunk.length;
+    this.active = true;
+  };
+  readonly onPause = (): void => hold(this);
+  readonly onResume = (): void => release(this);
+  readonly stop = (): void => {
+    unwatch(this);
+    const req = this.req;
+    req.off("data", this.onData);
+    req.off("pause", this.onPause);
+    req.off("resume", this.onResume);
+    req.off("end", this.stop);
+    req.off("close", this.stop);
+  };
+
+  start(): void {
+    const req = this.req;
+    // Prepended, so that it counts without starting the flow ('on' would resume the stream).
+    req.prependListener("data", this.onData);
+    req.on("pause", this.onPause);
+    req.on("resume", this.onResume);
+    req.once("end", this.stop);
+    req.once("close", this.stop);
+    // Not flowing yet: nobody takes the body, so the time is not the client's.
+    if (req.readableFlowing !== true) hold(this);
+    watch(this);
+  }
+
+  expire(error: BodyError): void {
+    this.stop();
+    closeOnceAnswered(this.req, this.res);
+    this.expired(error);
+  }
+}
+
+/**
+ * Holds a body that trellis forwards without reading it through `readBody`/`readForm` (piped
+ * to a CGI script, spooled to a file, sent on to a back-end) to the same pace as one it
+ * reads: `idleTimeout` and `minRate` after `minRateGrace` (give it the Request's
+ * `bodyLimits()`). Time the body spends paused, because its destination is full, is not held
+ * against the client. When the client is too slow, `expired` is called once with a 408
+ * `BodyError`, after the connection was set to close once answered: stop forwarding, answer
+ * 408 if nothing was sent yet (else cut the connection), and free what the request held.
+ *
+ * Call it when the body starts to flow to its destination: it does not start the flow itself.
+ * The watch ends on its own at the end of the body or when the client leaves; the function
+ * returned ends it sooner.
+ */
+export function watchForwardedBody(req: ForwardedBody, res: BodySink, limits: BodyPace, expired: (error: BodyError) => void): () => void {
+  const source = req as unknown as BodySource & Readable;
+  if ((limits.idleTimeout <= 0 && limits.minRate <= 0) || source.readableEnded || source.destroyed) return noop;
+  const w = new ForwardWatch(source, res, limits, expired);
+  w.start();
+  return w.stop;
 }
 
 /**
@@ -663,9 +850,10 @@ export class BodyReader {
     if (this.#consumed === "form") {
       return Promise.reject(new Error("readBody(): the body was already parsed as a multipart form; set `static parseForms = false` on the resource to read it raw"));
     }
-    const max = limit ?? this.baseLimits().bodySize;
-    const idle = idleTimeout ?? this.baseLimits().idleTimeout;
-    this.#bodyPromise = new Promise<Buffer>((resolve, reject) => this.#gather(max, idle, "bodySize", (err, body) => (err ? reject(err) : resolve(body!))));
+    const base = this.baseLimits();
+    const max = limit ?? base.bodySize;
+    const pace: BodyPace = idleTimeout === undefined ? base : { idleTimeout, minRate: base.minRate, minRateGrace: base.minRateGrace };
+    this.#bodyPromise = new Promise<Buffer>((resolve, reject) => this.#gather(max, pace, "bodySize", (err, body) => (err ? reject(err) : resolve(body!))));
     this.#bodyPromise.catch(noop);
     return this.#bodyPromise;
   }
@@ -693,7 +881,7 @@ export class BodyReader {
     if (kind === "urlencoded") {
       // A urlencoded body is bounded by bodySize, so buffering it is bounded too; it is parsed
       // as soon as its last byte is in, in the same event.
-      return this.#gather(limits.bodySize, limits.idleTimeout, "bodySize", (err, body) => {
+      return this.#gather(limits.bodySize, limits, "bodySize", (err, body) => {
         if (err) return done(err);
         const form: ParsedForm = { fields: emptyRecord(), files: NO_FILES };
         let invalid: Error | undefined;
@@ -747,10 +935,7 @@ export class BodyReader {
     this.#rejected = true;
     req.on("error", () => {});
     if (err.status === 408) {
-      if (req.httpVersionMajor === 1 && !this.res.headersSent) this.res.setHeader("Connection", "close");
-      const cut = () => req.destroy();
-      this.res.once("finish", cut);
-      this.res.once("close", cut);
+      closeOnceAnswered(req, this.res);
       return err;
     }
     let left = DISCARD_BYTES;
@@ -775,23 +960,23 @@ export class BodyReader {
    * Calls `done` with the whole body, read into memory up to `max` bytes. The body is read
    * once: a second reader (readBody after a urlencoded form) gets the same bytes or error.
    */
-  #gather(max: number, idle: number, limitName: string, done: Done<Buffer>): void {
+  #gather(max: number, pace: BodyPace, limitName: string, done: Done<Buffer>): void {
     let body = this.#body;
     if (body === undefined) {
       body = this.#body = new Outcome<Buffer>();
       this.#consumed = "body";
-      this.#collect(max, idle, limitName, body);
+      this.#collect(max, pace, limitName, body);
     }
     body.wait(done);
   }
 
   /** Buffers the body up to `max` bytes into `into`; a body in one chunk is kept as it came. */
-  #collect(max: number, idle: number, limitName: string, into: Outcome<Buffer>): void {
+  #collect(max: number, pace: BodyPace, limitName: string, into: Outcome<Buffer>): void {
     const early = this.req.headers["content-length"];
     if (early !== undefined && Number(early) > max) {
       return into.settle(this.#reject(tooLarge(limitName, max, `The body is ${early} bytes`)));
     }
-    new Pump(this.req, max, idle, limitName, undefined, (err, body) => into.settle(err && this.#reject(err), body)).start();
+    new Pump(this.req, max, pace, limitName, undefined, (err, body) => into.settle(err && this.#reject(err), body)).start();
   }
 
   /**
@@ -800,10 +985,10 @@ export class BodyReader {
    * then calls `done` once, from the body's 'end' event or with a BodyError (the connection's
    * fate settled by `#reject`).
    */
-  #pump(max: number, idle: number, limitName: string, write: (chunk: Buffer) => boolean, done: (err?: BodyError) => void, drainer: NodeJS.EventEmitter, abort: AbortSignal): void {
+  #pump(max: number, pace: BodyPace, limitName: string, write: (chunk: Buffer) => boolean, done: (err?: BodyError) => void, drainer: NodeJS.EventEmitter, abort: AbortSignal): void {
     const onDrain = () => pump.drained();
     const onAbortSignal = () => pump.finish(abort.reason as BodyError);
-    const pump = new Pump(this.req, max, idle, limitName, write, (err) => {
+    const pump = new Pump(this.req, max, pace, limitName, write, (err) => {
       drainer.off("drain", onDrain);
       abort.removeEventListener("abort", onAbortSignal);
       done(err && this.#reject(err));
@@ -872,7 +1057,7 @@ export class BodyReader {
     parsed.catch(fail);
     try {
       const pumped = new Promise<void>((resolve, reject) =>
-        this.#pump(limits.uploadSize, limits.idleTimeout, "uploadSize", (chunk) => bb.write(chunk), (err) => (err ? reject(err) : resolve()), bb, abort.signal),
+        this.#pump(limits.uploadSize, limits, "uploadSize", (chunk) => bb.write(chunk), (err) => (err ? reject(err) : resolve()), bb, abort.signal),
       );
       await Promise.race([pumped, aborted]);
       bb.end();

@@ -13,7 +13,7 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { EventEmitter } from "node:events";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, rmdirSync, rmSync, unlinkSync } from "node:fs";
 import type { FileHandle } from "node:fs/promises";
 import { createServer, type Server, type Socket } from "node:net";
 import { constants as osConstants, tmpdir } from "node:os";
@@ -47,22 +47,40 @@ export interface LaunchedProcess extends EventEmitter {
 /**
  * Starts a script from a helper process when `useHelper` is true and the helper can run,
  * otherwise from this process. Rejects with the errno error of a failed start (ENOENT,
- * EACCES, EPERM…), as `child_process.spawn` reports it. A file given as stdin is closed here.
+ * EACCES, EPERM…, and EMFILE, ENFILE, EAGAIN or ENOMEM when the system is out of descriptors
+ * or processes: see `outOfResources`), as `child_process.spawn` reports it. A file given as
+ * stdin is closed here, whatever happens.
  */
 export async function launch(spec: LaunchSpec, useHelper: boolean): Promise<LaunchedProcess> {
   if (useHelper && process.platform !== "win32") {
-    const h = await helper();
-    if (h !== undefined) {
-      const stdin = spec.stdin;
-      const child = await h.run(spec).catch((err: unknown) => {
-        if (typeof stdin === "object") stdin.file.close().catch(() => {});
-        throw err;
-      });
+    const stdin = spec.stdin;
+    let child: HelperChild | undefined;
+    try {
+      const h = await helper();
+      if (h !== undefined) child = await h.run(spec);
+    } catch (err) {
+      if (typeof stdin === "object") closeQuietly(stdin.file);
+      throw err;
+    }
+    if (child !== undefined) {
       if (typeof stdin === "object") feedFile(stdin.file, child.stdin!);
       return child;
     }
   }
   return launchHere(spec);
+}
+
+/** Error codes that say the system is out of something (descriptors, processes, memory) for now: worth a 503 and a retry, not a 500. */
+const EXHAUSTED = new Set(["EMFILE", "ENFILE", "EAGAIN", "ENOMEM"]);
+
+/** True for an error that means "out of descriptors, processes or memory, for now". */
+export function outOfResources(err: unknown): boolean {
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  return typeof code === "string" && EXHAUSTED.has(code);
+}
+
+function closeQuietly(file: FileHandle): void {
+  file.close().catch(() => {});
 }
 
 /** Why scripts are started from the server process although the helper was asked for, once; then undefined. */
@@ -93,17 +111,23 @@ function launchHere(spec: LaunchSpec): Promise<LaunchedProcess> {
       gid: spec.gid,
     });
   } catch (err) {
-    if (typeof stdin === "object") stdin.file.close().catch(() => {});
+    if (typeof stdin === "object") closeQuietly(stdin.file);
     return Promise.reject(err);
   }
   // The child has its own copy of the file; ours can go.
-  if (typeof stdin === "object") stdin.file.close().catch(() => {});
+  if (typeof stdin === "object") closeQuietly(stdin.file);
+  // Out of descriptors or processes, Node reports the failed spawn by an 'error' event, later.
   if (child.pid === undefined) return new Promise((_, reject) => child.once("error", reject));
   return Promise.resolve(child as LaunchedProcess);
 }
 
-/** Copies a spooled body into the script's stdin; a script that stops reading just ends it. */
+/**
+ * Copies a spooled body into the script's stdin; a script that stops reading just ends it.
+ * The file is closed here on every path: read to its end, the script gone (even before this
+ * was called: a script that does not read its input can end that soon), or a read error.
+ */
 function feedFile(file: FileHandle, stdin: Writable): void {
+  if (stdin.destroyed || stdin.writableEnded) return closeQuietly(file);
   const source = file.createReadStream({ start: 0, autoClose: true });
   const stop = () => {
     source.unpipe(stdin);
@@ -112,6 +136,8 @@ function feedFile(file: FileHandle, stdin: Writable): void {
   stdin.on("error", stop);
   stdin.once("close", stop);
   source.on("error", () => stdin.destroy());
+  // The stream closes the file itself when it ends or is destroyed; this makes sure of it.
+  source.once("close", () => closeQuietly(file));
   source.pipe(stdin);
 }
 
@@ -122,9 +148,12 @@ function feedFile(file: FileHandle, stdin: Writable): void {
  * "run", id, file, cwd, uid, gid, stdin ("pipe" or "null"), argument count, the arguments,
  * then the environment as "NAME=value". For each run the helper opens connections to the
  * server's socket, each starting with the id and one letter (O stdout, E stderr, I stdin),
- * forks, and the child makes them its stdio and execs. Helper → server, lines:
- * "S id pid" started, "F id ERRNAME errno" not started, "X id code signal" ended ("-" for
- * none). The id is 128 random bits: a connection without a live id is dropped.
+ * waits until the server has answered one byte on each (it holds them all then), forks, and
+ * the child makes them its stdio and execs. Helper → server, lines: "S id pid" started,
+ * "F id ERRNAME errno" not started, "X id code signal" ended ("-" for none). The id is 128
+ * random bits: a connection without a live id is dropped. A connection closed before that
+ * answer fails the run with EPIPE or ECONNRESET: a server out of descriptors closes the
+ * connections it cannot take at once (libuv does, silently), and the client then gets 503.
  */
 const HELPER = String.raw`
 use strict;
@@ -175,9 +204,46 @@ sub connect_back {
   my ($id, $kind) = @_;
   socket(my $s, PF_UNIX, SOCK_STREAM, 0) or return;
   connect($s, pack_sockaddr_un($path)) or return;
+  # A server out of descriptors closes the connection at once: EPIPE then, not a SIGPIPE
+  # that would end the helper.
+  local $SIG{PIPE} = 'IGNORE';
   my $n = syswrite($s, $id . $kind);
   return unless defined $n && $n == length($id) + 1;
   return $s;
+}
+
+# Waits until the server has acknowledged each connection (one byte on each), so that no
+# script starts with stdio the server does not hold. A connection closed instead (a server
+# out of descriptors closes new ones at once) fails with ECONNRESET.
+sub acked {
+  my %left = map { (fileno($_) => $_) } @_;
+  while (%left) {
+    my $rin = '';
+    vec($rin, $_, 1) = 1 for keys %left;
+    my $n = select(my $rout = $rin, undef, undef, 10);
+    if ($n < 0) {
+      next if $!{EINTR};
+      return 0;
+    }
+    if ($n == 0) {
+      $! = Errno::ETIMEDOUT();
+      return 0;
+    }
+    for my $fd (keys %left) {
+      next unless vec($rout, $fd, 1);
+      my $r = sysread($left{$fd}, my $ack, 1);
+      if (!defined $r) {
+        next if $!{EINTR} || $!{EAGAIN};
+        return 0;
+      }
+      if ($r == 0) {
+        $! = Errno::ECONNRESET();
+        return 0;
+      }
+      delete $left{$fd};
+    }
+  }
+  return 1;
 }
 
 sub run {
@@ -187,6 +253,7 @@ sub run {
   my $err = connect_back($id, 'E') or return failed($id, $! + 0);
   my $in = $null;
   if ($stdin eq 'pipe') { $in = connect_back($id, 'I') or return failed($id, $! + 0) }
+  acked($stdin eq 'pipe' ? ($out, $err, $in) : ($out, $err)) or return failed($id, $! + 0);
   pipe(my $fail_r, my $fail_w) or return failed($id, $! + 0);
   # The environment is set here, not in the child: every write the child makes to Perl's
   # memory before exec() is a page copied.
@@ -269,6 +336,8 @@ const PREFIX = ID_BYTES * 2 + 1; // the hex id and one letter
 const IDENTIFY_MS = 10_000;
 /** A script the helper has not started by then is given up (502). */
 const START_MS = 10_000;
+/** What the server answers on each connection of a run once it holds it. */
+const ACK = Buffer.from("+");
 
 const SIGNAL_NAMES = new Map<number, NodeJS.Signals>(
   Object.entries(osConstants.signals).map(([name, n]) => [n, name as NodeJS.Signals]),
@@ -343,32 +412,43 @@ class Helper {
   #lines = "";
   #dead = false;
   #wasReady = false;
-  readonly ready: Promise<boolean>;
-  #onReady!: (ok: boolean) => void;
+  /** Settles once: undefined when the helper is up, else why it could not start. */
+  readonly ready: Promise<NodeJS.ErrnoException | undefined>;
+  #onReady!: (failure: NodeJS.ErrnoException | undefined) => void;
 
   constructor() {
     this.#dir = mkdtempSync(path.join(tmpdir(), "trellis-cgi-"));
     this.#socketPath = path.join(this.#dir, "s");
     this.ready = new Promise((resolve) => (this.#onReady = resolve));
     this.#server = createServer((socket) => this.#connection(socket));
-    this.#server.on("error", () => this.#die("its socket failed"));
+    this.#server.on("error", (err: NodeJS.ErrnoException) => this.#serverError(err));
     this.#server.listen(this.#socketPath);
     this.#server.unref();
-    this.#proc = spawn("perl", ["-e", HELPER, this.#socketPath], {
-      stdio: ["pipe", "pipe", "inherit"],
-      env: { PATH: process.env.PATH ?? "/usr/local/bin:/usr/bin:/bin" },
-      // Out of the terminal's process group: a Ctrl-C is for the server, which decides.
-      detached: true,
-    });
+    try {
+      this.#proc = spawn("perl", ["-e", HELPER, this.#socketPath], {
+        stdio: ["pipe", "pipe", "inherit"],
+        env: { PATH: process.env.PATH ?? "/usr/local/bin:/usr/bin:/bin" },
+        // Out of the terminal's process group: a Ctrl-C is for the server, which decides.
+        detached: true,
+      });
+    } catch (err) {
+      this.#server.close();
+      this.cleanup();
+      throw err;
+    }
+    // Listened to before anything else can throw: an 'error' nobody hears ends the server.
+    this.#proc.once("error", (err: NodeJS.ErrnoException) => this.#die(`perl could not be started (${err.message})`, err));
+    this.#proc.once("exit", (code, signal) => this.#die(`it exited (${code === null ? signal : `code ${code}`})`));
     this.#proc.unref();
-    const { stdin, stdout } = this.#proc as ChildProcess & { stdin: Socket; stdout: Socket };
+    const { stdin, stdout } = this.#proc as ChildProcess & { stdin?: Socket | null; stdout?: Socket | null };
+    // Out of descriptors, spawn makes no pipes and reports the failure by that 'error' event.
+    if (!stdin || !stdout) return;
     stdin.unref();
     stdout.unref();
     stdin.on("error", () => {});
+    stdout.on("error", (err) => this.#die(`reading from it failed (${err.message})`, err));
     stdout.setEncoding("latin1");
     stdout.on("data", (s: string) => this.#output(s));
-    this.#proc.once("error", (err) => this.#die(`perl could not be started (${err.message})`));
-    this.#proc.once("exit", (code, signal) => this.#die(`it exited (${code === null ? signal : `code ${code}`})`));
   }
 
   info(): { pid: number; socketPath: string } {
@@ -427,6 +507,8 @@ class Helper {
       const p = this.#pending.get(id);
       if (p === undefined || (kind !== "O" && kind !== "E" && kind !== "I") || p[slot(kind)] !== undefined) return void socket.destroy();
       p[slot(kind)] = socket;
+      // The helper starts the script only once it has this from each of the run's connections.
+      socket.write(ACK);
       this.#complete(id, p);
     };
     const onClose = () => clearTimeout(timer);
@@ -443,19 +525,27 @@ class Helper {
       const [what, id, a, b] = line.split(" ");
       if (what === "ready") {
         this.#wasReady = true;
-        this.#onReady(true);
+        this.#onReady(undefined);
       } else if (what === "S") {
         const p = this.#pending.get(id);
         if (p) {
           p.pid = Number(a);
           this.#complete(id, p);
+        } else {
+          // A run given up before it started (it took too long, or its connections were
+          // lost): nobody reads its output or times it, so it must not run on.
+          killGroup(Number(a));
         }
       } else if (what === "F") {
         const p = this.#pending.get(id);
         if (p) {
           this.#pending.delete(id);
           for (const s of [p.out, p.err, p.in]) s?.destroy();
-          p.reject(spawnError(a, Number(b), p.spec.file));
+          p.reject(
+            a === "EPIPE" || a === "ECONNRESET"
+              ? exhausted("EMFILE", p.spec.file, "this process could not accept the script's connections (out of file descriptors)")
+              : spawnError(a, Number(b), p.spec.file),
+          );
         }
       } else if (what === "X") {
         const code = a === "-" ? null : Number(a);
@@ -475,6 +565,22 @@ class Helper {
     }
   }
 
+  /**
+   * The socket failed. Before it listened, the helper cannot work ("EMFILE" and such: only for
+   * now). Once listening, a failed accept loses the connections of runs still being set up:
+   * those fail (503 for exhaustion) and the helper goes on.
+   */
+  #serverError(err: NodeJS.ErrnoException): void {
+    if (!this.#server.listening) return this.#die(`its socket failed (${err.message})`, err);
+    for (const [id, p] of this.#pending) {
+      if (p.out && p.err && (p.spec.stdin === "null" || p.in)) continue;
+      this.#pending.delete(id);
+      for (const s of [p.out, p.err, p.in]) s?.destroy();
+      if (p.pid !== undefined) killGroup(p.pid);
+      p.reject(outOfResources(err) ? exhausted(err.code!, p.spec.file, err.message) : err);
+    }
+  }
+
   #complete(id: string, p: Pending): void {
     if (p.pid === undefined || !p.out || !p.err || (p.spec.stdin !== "null" && !p.in)) return;
     this.#pending.delete(id);
@@ -487,12 +593,19 @@ class Helper {
     p.resolve(child);
   }
 
-  #die(why: string): void {
+  /**
+   * The helper is gone or could not start. `cause` is the system error behind it, if any:
+   * when it says "out of descriptors or processes" the failure is for now, and the runs
+   * waiting get that error (503); the next request starts a new helper either way.
+   */
+  #die(why: string, cause?: NodeJS.ErrnoException): void {
     if (this.#dead) return;
     this.#dead = true;
     if (current === this) current = undefined;
-    this.#onReady(false);
-    const err = new Error(`The CGI helper process failed: ${why}.`);
+    const transient = outOfResources(cause);
+    const err: NodeJS.ErrnoException = new Error(`The CGI helper process failed: ${why}.`);
+    if (transient) err.code = cause!.code;
+    this.#onReady(this.#wasReady ? undefined : err);
     for (const p of this.#pending.values()) {
       for (const s of [p.out, p.err, p.in]) s?.destroy();
       p.reject(err);
@@ -502,15 +615,45 @@ class Helper {
     for (const child of this.#running.values()) setImmediate(() => child.exited(null, null));
     this.#running.clear();
     this.#server.close();
-    this.#proc.kill("SIGKILL");
-    rmSync(this.#dir, { recursive: true, force: true });
-    if (!this.#wasReady) helperWarning = `CGI scripts are started from the server process: the helper process could not run (${why}). Install perl, or set spawnHelper: false to choose this.`;
+    // Not when the spawn failed: its handle has pid 0 then, and a kill would reach this whole process group.
+    if (this.#proc.pid !== undefined) this.#proc.kill("SIGKILL");
+    this.cleanup();
+    if (!this.#wasReady && !transient) helperWarning = `CGI scripts are started from the server process: the helper process could not run (${why}). Install perl, or set spawnHelper: false to choose this.`;
   }
 
-  /** For process exit: the socket directory must not be left behind. */
+  /**
+   * Removes the socket directory (also at process exit). Never throws: this runs from event
+   * handlers, and out of descriptors a recursive removal (which opens the directory) fails,
+   * so the socket and the directory are removed by name first.
+   */
   cleanup(): void {
-    rmSync(this.#dir, { recursive: true, force: true });
+    for (const remove of [() => unlinkSync(this.#socketPath), () => rmdirSync(this.#dir), () => rmSync(this.#dir, { recursive: true, force: true })]) {
+      try {
+        remove();
+      } catch {
+        // Already gone, or it cannot be removed now.
+      }
+    }
   }
+}
+
+/** SIGKILL to a script's process group (it is a group leader); nothing if it is gone. */
+function killGroup(pid: number): void {
+  if (!(pid > 0)) return;
+  try {
+    process.kill(-pid, "SIGKILL");
+  } catch {
+    // ESRCH: already gone.
+  }
+}
+
+/** An error for a start that failed because the system is out of something (`outOfResources` is true for it). */
+function exhausted(code: string, file: string, why: string): NodeJS.ErrnoException {
+  const err: NodeJS.ErrnoException = new Error(`spawn ${file} ${code}: ${why}`);
+  err.code = code;
+  err.syscall = `spawn ${file}`;
+  err.path = file;
+  return err;
 }
 
 function slot(kind: string): "out" | "err" | "in" {
@@ -539,6 +682,7 @@ async function helper(): Promise<Helper | undefined> {
     try {
       current = new Helper();
     } catch (err) {
+      if (outOfResources(err)) throw err;
       unavailable = true;
       helperWarning = `CGI scripts are started from the server process: the helper process could not be set up (${(err as Error).message}).`;
       return undefined;
@@ -549,7 +693,10 @@ async function helper(): Promise<Helper | undefined> {
     }
   }
   const h = current;
-  if (await h.ready) return h;
+  const failure = await h.ready;
+  if (failure === undefined) return h;
+  // Out of descriptors or processes: this request fails (503), and the next one tries again.
+  if (outOfResources(failure)) throw failure;
   // It did not come up (perl missing or broken here): not retried.
   unavailable = true;
   return undefined;

@@ -14,8 +14,9 @@ import type { Http2ServerRequest } from "node:http2";
 import { tmpdir } from "node:os";
 import * as path from "node:path";
 import type { Socket } from "node:net";
+import { BodyError, watchForwardedBody } from "./body";
 import { type CGIHeaderBlock, CGIHeaderError, CGIHeaderParser } from "./cgi-headers";
-import { launch, type LaunchedProcess, takeHelperWarning } from "./cgi-launcher";
+import { launch, type LaunchedProcess, outOfResources, takeHelperWarning } from "./cgi-launcher";
 import type { Request } from "./request";
 import { ErrorPage, getChildForRequest, type IRequest, type IResource, NoResource, type RenderResult, Resource } from "./resource";
 import { NOT_DONE_YET, type Site } from "./server";
@@ -512,9 +513,15 @@ export class CGIScript extends Resource {
           request.setHeader("Connection", "close");
           return errorPage(request, 411, "Length Required", "This CGI resource needs a Content-Length on request bodies.");
         }
-        const spooled = await spoolBody(request, maxBody, o.spoolDir ?? tmpdir());
+        let spooled: Spooled;
+        try {
+          spooled = await spoolBody(request, maxBody, o.spoolDir ?? tmpdir());
+        } catch (err) {
+          return this.#spoolFailed(request, err as NodeJS.ErrnoException);
+        }
         if (spooled === "gone") return NOT_DONE_YET;
         if (spooled === "too large") return tooLarge(request, maxBody);
+        if (spooled instanceof BodyError) return bodyTimedOut(request, spooled);
         body = spooled;
       }
     }
@@ -541,9 +548,11 @@ export class CGIScript extends Resource {
       if (body.kind === "file") await body.handle.close().catch(() => {});
       return NOT_DONE_YET;
     }
-    const [file, args] = this.command(request);
+    let file: string;
+    let args: string[];
     let env: Record<string, string>;
     try {
+      [file, args] = this.command(request);
       env = this.environment(request, body.kind === "none" ? undefined : body.length);
     } catch (err) {
       release();
@@ -591,7 +600,7 @@ export class CGIScript extends Resource {
     if (isScript && err.code === "EACCES") {
       return errorPage(request, 403, "Forbidden", "This script is not executable, or is not a file.");
     }
-    if (err.code === "EAGAIN" || err.code === "EMFILE" || err.code === "ENFILE" || err.code === "ENOMEM") {
+    if (outOfResources(err)) {
       logError(request, `CGI script ${this.filename}: cannot start ${file}: out of processes or file descriptors`, err);
       request.setHeader("Retry-After", "5");
       return errorPage(request, 503, "Service Unavailable", "The server cannot start more scripts right now; please retry shortly.");
@@ -602,6 +611,24 @@ export class CGIScript extends Resource {
     logError(request, `CGI script ${this.filename}: cannot start ${file}${hint}`, err);
     return errorPage(request, 502, "Bad Gateway", "The script could not be started; the error has been logged.");
   }
+
+  /** The body could not be spooled: 503 when the system is out of descriptors (or the like), else 500. */
+  #spoolFailed(request: Request, err: NodeJS.ErrnoException): string {
+    // What the client sent of the body was not all read: the connection cannot be reused.
+    request.setHeader("Connection", "close");
+    if (outOfResources(err)) {
+      logError(request, `CGI script ${this.filename}: cannot spool the request body: out of file descriptors`, err);
+      request.setHeader("Retry-After", "5");
+      return errorPage(request, 503, "Service Unavailable", "The server cannot take more request bodies right now; please retry shortly.");
+    }
+    logError(request, `CGI script ${this.filename}: cannot spool the request body`, err);
+    return errorPage(request, 500, "Internal Server Error", "The request body could not be stored; the error has been logged.");
+  }
+}
+
+/** 408 for a body the client sent too slowly (the connection was already set to close). */
+function bodyTimedOut(request: Request, err: BodyError): string {
+  return errorPage(request, err.status, err.brief, err.message);
 }
 
 function tooLarge(request: Request, max: number): string {
@@ -610,12 +637,18 @@ function tooLarge(request: Request, max: number): string {
   return errorPage(request, 413, "Request Entity Too Large", `Request bodies are limited to ${max} bytes here.`);
 }
 
+/** What spooling a body gave: the file, or why not (the client left, too large, too slow). */
+type Spooled = Body | "gone" | "too large" | BodyError;
+
 /**
  * Writes a body of unknown length to a temporary file, unlinked at once so that no path is
  * left behind whatever happens: the open handle is the only reference, and the script reads
- * it as its stdin. Positioned writes leave the file offset at 0 for the script.
+ * it as its stdin. Positioned writes leave the file offset at 0 for the script. The body is
+ * held to the request's pace limits (`idleTimeout`, `minRate`): a client too slow gets a
+ * BodyError (408). Rejects with the errno error when the file cannot be made or written. The
+ * handle is closed here unless it is handed over in the result.
  */
-async function spoolBody(request: Request, max: number, dir: string): Promise<Body | "gone" | "too large"> {
+async function spoolBody(request: Request, max: number, dir: string): Promise<Spooled> {
   const name = path.join(dir, `trellis-cgi-${process.pid}-${randomBytes(8).toString("hex")}`);
   const handle = await fsp.open(name, fsConstants.O_RDWR | fsConstants.O_CREAT | fsConstants.O_EXCL, 0o600);
   try {
@@ -629,9 +662,11 @@ async function spoolBody(request: Request, max: number, dir: string): Promise<Bo
     let size = 0;
     let writing: Promise<unknown> = Promise.resolve();
     let settled = false;
-    const finish = (result: Body | "gone" | "too large" | Error) => {
+    let unwatch = () => {};
+    const finish = (result: Spooled | Error) => {
       if (settled) return;
       settled = true;
+      unwatch();
       req.off("data", onData);
       req.off("end", onEnd);
       req.off("error", onGone);
@@ -639,8 +674,9 @@ async function spoolBody(request: Request, max: number, dir: string): Promise<Bo
       if (result === "gone" || result === "too large" || result instanceof Error) {
         // The rest of a refused body is read and dropped, so the client can read the answer.
         if (result === "too large") req.resume();
+        // A write still running finishes first: the handle waits for it.
         handle.close().catch(() => {});
-        if (result instanceof Error) reject(result);
+        if (result instanceof Error && !(result instanceof BodyError)) reject(result);
         else resolve(result);
       } else resolve(result);
     };
@@ -660,13 +696,17 @@ async function spoolBody(request: Request, max: number, dir: string): Promise<Bo
       writing.then(() => finish({ kind: "file", handle, length: size }));
     };
     const onGone = () => finish("gone");
+    // Closed before its 'end' was read, the body will not end: even a complete one.
     const onClose = () => {
-      if (!req.complete) finish("gone");
+      if (!req.readableEnded) finish("gone");
     };
     req.on("data", onData);
     req.once("end", onEnd);
     req.once("error", onGone);
     req.once("close", onClose);
+    // Gone before the listeners: its 'close' has passed.
+    if (req.destroyed) return finish("gone");
+    unwatch = watchForwardedBody(req, request.res, request.bodyLimits(), (err) => finish(err));
   });
 }
 
@@ -686,6 +726,8 @@ class CGIRun {
   #timedOut = false;
   #killed = false;
   #outputDropped = false;
+  /** The script has all of its input it will get (or no longer takes it). */
+  #inputDone = false;
   #timer: NodeJS.Timeout | undefined;
   #killTimer: NodeJS.Timeout | undefined;
   #written = 0;
@@ -730,22 +772,55 @@ class CGIRun {
     if (request.aborted) this.#onClientClose();
   }
 
-  /** Streams the request body to stdin; a script that stops reading must not break the response. */
-  #feed(stdin: NodeJS.WritableStream & { destroyed?: boolean }): void {
-    const req = this.request.req;
+  /**
+   * Streams the request body to stdin; a script that stops reading must not break the
+   * response. The body is held to the request's pace limits (`idleTimeout`, `minRate`) while
+   * the script takes it: see `#bodyTooSlow`.
+   */
+  #feed(stdin: NodeJS.WritableStream & { destroyed?: boolean; writableEnded?: boolean }): void {
+    const request = this.request;
+    const req = request.req;
     const drop = () => {
+      if (this.#inputDone) return;
+      this.#inputDone = true;
       req.unpipe(stdin);
       // Whatever the script did not read is discarded, so the connection stays usable.
       if (!req.complete) req.resume();
     };
     stdin.on("error", (err: NodeJS.ErrnoException) => {
       if (err.code !== "EPIPE" && err.code !== "ECONNRESET" && err.code !== "ERR_STREAM_DESTROYED" && err.code !== "ERR_STREAM_WRITE_AFTER_END") {
-        logError(this.request, `CGI script ${this.#name}: writing its input failed`, err);
+        logError(request, `CGI script ${this.#name}: writing its input failed`, err);
       }
       drop();
     });
     stdin.once("close", drop);
+    // A script that does not read its input may be gone already, its stdin with it.
+    if (stdin.destroyed || stdin.writableEnded) return drop();
     req.pipe(stdin);
+    watchForwardedBody(req, request.res, request.bodyLimits(), (err) => this.#bodyTooSlow(err));
+  }
+
+  /**
+   * The client sends its body too slowly (or not at all) while the script waits for it: the
+   * script is stopped (which frees its slot), and the client gets 408, or a cut connection if
+   * the response had started. Once the script is done with its input, the rest of the body is
+   * only read to keep the connection, which then just closes after the answer.
+   */
+  #bodyTooSlow(err: BodyError): void {
+    if (this.#inputDone) return;
+    this.#inputDone = true;
+    const stdin = this.child.stdin;
+    if (stdin) {
+      this.request.req.unpipe(stdin);
+      stdin.destroy();
+    }
+    logError(this.request, `CGI script ${this.#name}: the request body came too slowly; the script was stopped (${err.message})`);
+    const state = this.#state;
+    this.#state = "done";
+    this.#kill();
+    if (state === "head" || state === "redirect?") sendError(this.request, err.status, err.brief, err.message);
+    else if (!this.request.res.writableFinished) this.request.abortConnection();
+    this.child.stdout.resume();
   }
 
   #onData(chunk: Buffer): void {
@@ -982,6 +1057,7 @@ class CGIRun {
     if (request.aborted) return;
     redirects.set(req, depth);
     // The body was for the script; the redirect is a GET.
+    this.#inputDone = true;
     if (!req.complete) {
       if (this.child.stdin) req.unpipe(this.child.stdin);
       req.resume();

@@ -24,8 +24,8 @@ export type {
   TypeAndEncoding,
 } from "./static";
 export { ResourceScript, ResourceScriptError } from "./script";
-export { BodyError, UploadedFile, DEFAULT_BODY_LIMITS } from "./body";
-export type { BodyLimits, ParsedForm } from "./body";
+export { BodyError, UploadedFile, DEFAULT_BODY_LIMITS, watchForwardedBody } from "./body";
+export type { BodyLimits, BodyPace, BodySink, ForwardedBody, ParsedForm } from "./body";
 export type { CookieOptions } from "./cookies";
 export { Session, MemorySessionStore, SessionManager, SESSION_COOKIE, SECURE_SESSION_COOKIE, DEFAULT_SESSION_TIMEOUT } from "./session";
 export type { MemorySessionStoreOptions, SessionManagerOptions } from "./session";

@@ -14,7 +14,7 @@ import { BodyError, bodiesWatched, parseUrlencoded } from "../src/body";
 import type { Request } from "../src/request";
 import { Resource } from "../src/resource";
 import { Site, type SiteOptions } from "../src/server";
-import { postChunked, request } from "./helpers";
+import { postChunked, request, trickleRaw } from "./helpers";
 
 /** Echoes the args and how many 'data' events the body came in. */
 class Echo extends Resource {
@@ -287,6 +287,66 @@ describe("urlencoded bodies in one chunk or many", () => {
       const out = JSON.parse(r.text);
       assert.equal(out.chunks, 10);
       assert.equal(Object.keys(out.args).length, 10);
+    } finally {
+      await s.close();
+    }
+  });
+});
+
+describe("the minimum rate of a body (minRate after minRateGrace)", () => {
+  const PACE = { minRate: 1000, minRateGrace: 300 };
+  const FORM_HEAD = "POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100000\r\n\r\n";
+
+  test("a form sent slower than minRate gets 408 once minRateGrace has passed, though it never pauses for idleTimeout; the server still answers", { timeout: 20_000 }, async () => {
+    const s = await countingSite(new Echo(), { bodyLimits: PACE });
+    try {
+      // A field every 50 ms: about 100 bytes/s.
+      const reply = await trickleRaw(s.port, FORM_HEAD, (i) => `k${i % 10}=${i % 10}&`, 50);
+      assert.match(reply.data, /^HTTP\/1\.1 408 Request Timeout\r\n/);
+      assert.match(reply.data, /\r\nConnection: close\r\n/i);
+      assert.match(reply.data, /slower than the minimum of 1000 bytes\/s \(minRate\)/);
+      assert.ok(reply.ms >= PACE.minRateGrace, `answered after ${reply.ms} ms, inside the grace period`);
+      assert.ok(reply.ms < 10_000, `answered after ${reply.ms} ms`);
+      const again = await request(`${s.base}/`, { method: "POST", headers: FORM, body: "a=1" });
+      assert.equal(again.status, 200);
+      assert.equal(bodiesWatched(), 0);
+    } finally {
+      await s.close();
+    }
+  });
+
+  test("readBody() of a body sent slower than minRate rejects with 408", { timeout: 20_000 }, async () => {
+    let seen: unknown;
+    class Raw extends Resource {
+      override isLeaf = true;
+      async render_PUT(request: Request) {
+        try {
+          return String((await request.readBody()).length);
+        } catch (err) {
+          seen = err;
+          throw err;
+        }
+      }
+    }
+    const s = await countingSite(new Raw(), { bodyLimits: PACE });
+    try {
+      const reply = await trickleRaw(s.port, "PUT / HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n", () => "0123456789", 50);
+      assert.match(reply.data, /^HTTP\/1\.1 408 Request Timeout\r\n/);
+      assert.ok(seen instanceof BodyError && seen.status === 408, String(seen));
+      assert.match((seen as BodyError).message, /\(minRate\)/);
+      assert.deepEqual(s.errors, [], "a client's slowness is no server error");
+    } finally {
+      await s.close();
+    }
+  });
+
+  test("a body that keeps above minRate is read, however long it takes", async () => {
+    const s = await countingSite(new Echo(), { bodyLimits: { minRate: 100, minRateGrace: 200 } });
+    try {
+      // Twenty fields of 50 bytes, 50 ms apart: about 1000 bytes/s for a second, ten times the minimum.
+      const r = await trickle(`${s.base}/`, (i) => (i < 20 ? { data: `k${String(i).padStart(2, "0")}=${"v".repeat(45)}&`, last: false } : { data: "", last: true }), 50);
+      assert.equal(r.status, 200, r.text);
+      assert.equal(Object.keys(JSON.parse(r.text).args).length, 20);
     } finally {
       await s.close();
     }

@@ -69,18 +69,26 @@ export function isGone(pid: number): boolean {
 }
 
 /**
+ * Waits, up to `ms`, until `check()` is true, for a state that no event announces (a process
+ * gone, a descriptor closed a moment after the exit it follows). Resolves with the final answer.
+ */
+export async function waitUntil(check: () => boolean, ms = 2000): Promise<boolean> {
+  const deadline = Date.now() + ms;
+  while (!check()) {
+    if (Date.now() > deadline) return false;
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+  return true;
+}
+
+/**
  * Waits until `pid` is gone, up to `ms`. For a process that is not our child there is no
  * event to wait on: its pipes close a moment before the kernel marks it a zombie, so a
  * grandchild seen right after its pipes closed can still look alive. Resolves with the
  * final answer of isGone.
  */
-export async function waitGone(pid: number, ms = 2000): Promise<boolean> {
-  const deadline = Date.now() + ms;
-  while (!isGone(pid)) {
-    if (Date.now() > deadline) return false;
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
-  return true;
+export function waitGone(pid: number, ms = 2000): Promise<boolean> {
+  return waitUntil(() => isGone(pid), ms);
 }
 
 /** Children of this process, or of its CGI helper process, that have exited but were not reaped. */
@@ -105,6 +113,11 @@ export function zombies(): number[] {
  */
 export function fdCount(): number {
   return fdList().filter((target) => !target.startsWith("socket:")).length;
+}
+
+/** This process's descriptors open on files in `dir` (spooled bodies: unlinked, but still open). */
+export function fdsIn(dir: string): string[] {
+  return fdList().filter((target) => target.startsWith(dir + "/"));
 }
 
 /** What each open file descriptor points to, for messages. */

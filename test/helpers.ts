@@ -167,6 +167,43 @@ export function raw(port: number, payload: string | Buffer | (string | Buffer)[]
   });
 }
 
+/** What a trickling client saw: all the server sent, and when it closed the connection. */
+export interface TrickleReply extends RawReply {
+  /** Milliseconds from the request head being written to the connection closing. */
+  ms: number;
+}
+
+/**
+ * Writes the request `head` to the port, then the body a piece at a time: `piece(i)` gives
+ * the i-th piece, each written `gapMs` after the previous one went out, until it gives
+ * undefined (then the client just waits, sending nothing more) or the server answers or
+ * closes. Resolves once the server closes the connection.
+ */
+export function trickleRaw(port: number, head: string, piece: (i: number) => string | Buffer | undefined, gapMs: number): Promise<TrickleReply> {
+  return new Promise((resolve) => {
+    const socket = net.connect(port, "127.0.0.1");
+    const chunks: Buffer[] = [];
+    let timer: NodeJS.Timeout | undefined;
+    let started = 0;
+    let i = 0;
+    const next = () => {
+      if (chunks.length > 0 || socket.destroyed) return;
+      const p = piece(i++);
+      if (p !== undefined) socket.write(p, () => (timer = setTimeout(next, gapMs)));
+    };
+    socket.on("connect", () => {
+      started = performance.now();
+      socket.write(head, next);
+    });
+    socket.on("data", (c: Buffer) => chunks.push(c));
+    socket.on("error", () => {});
+    socket.on("close", () => {
+      clearTimeout(timer);
+      resolve({ data: Buffer.concat(chunks).toString("latin1"), closed: true, ms: performance.now() - started });
+    });
+  });
+}
+
 /** The status code of the first response in raw text, or 0. */
 export function statusOf(rawText: string): number {
   const m = /^HTTP\/1\.[01] (\d{3})/.exec(rawText);

@@ -1,6 +1,8 @@
 #!/usr/bin/env node
 // Runs every compiled test file (build/test/**/*.test.js) under node:test; other files in
 // build/test are helpers and fixtures, not tests. Extra arguments filter by file name.
+// Every test process preloads gc-close.js, which fails the file when the garbage collector
+// has to close a file handle that the code left open.
 "use strict";
 const { spawnSync } = require("node:child_process");
 const { readdirSync } = require("node:fs");
@@ -21,5 +23,6 @@ if (chosen.length === 0) {
   console.error(`no test files match ${filters.join(" ")}`);
   process.exit(1);
 }
-const r = spawnSync(process.execPath, ["--test", ...chosen.sort()], { stdio: "inherit" });
+const preload = join(__dirname, "gc-close.js");
+const r = spawnSync(process.execPath, ["--expose-gc", "--require", preload, "--test", ...chosen.sort()], { stdio: "inherit" });
 process.exit(r.status ?? 1);
