@@ -9,11 +9,11 @@
  * to on disk (symlinks included) must stay inside the root.
  */
 import { randomBytes } from "node:crypto";
-import { access, close, constants, existsSync, fstat, open, read, readdir, readlinkSync, realpath, stat, type Dirent, type Stats } from "node:fs";
+import { access, close, constants, existsSync, fstat, open, readdir, readlinkSync, realpath, stat, type Dirent, type Stats } from "node:fs";
 import { extname, isAbsolute, resolve, sep } from "node:path";
 import * as mime from "mime-types";
 import { evaluatePreconditions, formatHttpDate, parseHttpDate, strongMatch } from "./conditional";
-import { FileBody, type FilePart } from "./filebody";
+import { FileBody, readAt, type FilePart } from "./filebody";
 import { escapeHtml } from "./html";
 import { contentRange, multipartLayout, parseRange, type ByteRange } from "./range";
 import { CACHED, type Request } from "./request";
@@ -146,21 +146,6 @@ const statP = (path: string) => new Promise<Stats>((ok, ko) => stat(path, (e, st
 const realpathP = (path: string) => new Promise<string>((ok, ko) => realpath.native(path, (e, p) => (e ? ko(e) : ok(p))));
 const readableP = (path: string) => new Promise<void>((ok, ko) => access(path, constants.R_OK, (e) => (e ? ko(e) : ok())));
 const readdirP = (path: string) => new Promise<Dirent[]>((ok, ko) => readdir(path, { withFileTypes: true }, (e, d) => (e ? ko(e) : ok(d))));
-
-/** Reads exactly `length` bytes at `position`, or fewer if the file ends first. */
-function readAt(fd: number, length: number, position: number): Promise<Buffer> {
-  const buf = Buffer.allocUnsafe(length);
-  return new Promise((ok, ko) => {
-    const step = (offset: number) => {
-      read(fd, buf, offset, length - offset, position + offset, (err, n) => {
-        if (err) return ko(err);
-        if (n === 0 || offset + n === length) return ok(offset + n === length ? buf : buf.subarray(0, offset + n));
-        step(offset + n);
-      });
-    };
-    step(0);
-  });
-}
 
 const NOT_FOUND_CODES = new Set(["ENOENT", "ENOTDIR", "ENAMETOOLONG", "ELOOP", "ENXIO", "EINVAL"]);
 const FORBIDDEN_CODES = new Set(["EACCES", "EPERM"]);
