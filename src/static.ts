@@ -15,7 +15,7 @@ import * as mime from "mime-types";
 import { evaluatePreconditions, formatHttpDate, parseHttpDate, strongMatch } from "./conditional";
 import { FileBody, readAt, type FilePart } from "./filebody";
 import { escapeHtml } from "./html";
-import { contentRange, multipartLayout, parseRange, type ByteRange } from "./range";
+import { contentRange, multipartLayout, parseRange, type ByteRange, type RangeResult } from "./range";
 import { CACHED, type Request } from "./request";
 import { ErrorPage, ForbiddenResource, getChildForRequest, NoResource, Resource, type IRequest, type IResource, type RenderResult } from "./resource";
 import { redirectTo } from "./util";
@@ -215,6 +215,18 @@ function acceptedEncodings(header: string | undefined, offered: readonly Precomp
   }
   const star = q.get("*");
   return offered.filter((enc) => (q.get(enc) ?? (enc === "gzip" ? q.get("x-gzip") : undefined) ?? star ?? 0) > 0);
+}
+
+/**
+ * The ranges a request asks for: none for a method other than GET, nor when `If-Range` names
+ * another version of the file (RFC 9110 §13.1.5), so that the whole file is sent instead.
+ */
+function requestedRanges(request: Request, size: number, etag: string, mtimeMs: number): RangeResult {
+  if (request.method !== "GET") return undefined;
+  const ranges = parseRange(request.getHeader("range"), size);
+  if (ranges === undefined) return undefined;
+  const ifRange = request.getHeader("if-range");
+  return ifRange === undefined || ifRangeAllows(ifRange, etag, mtimeMs) ? ranges : undefined;
 }
 
 /** Does `If-Range` allow the range to be served (RFC 9110 §13.1.5: strong comparison only)? */
@@ -595,31 +607,9 @@ export class File extends Resource {
     let owned = true;
     try {
       const size = stats.size;
-      const mtime = stats.mtimeMs;
-      const etag = `"${size.toString(36)}-${Math.floor(mtime * 1000).toString(36)}${encoding ? "-" + encoding : ""}"`;
-      // Headers a 304 must repeat come first (RFC 9110 §15.4.5).
-      request.setHeader("ETag", etag);
-      request.setHeader("Last-Modified", formatHttpDate(mtime));
-      if (varies) request.setHeader("Vary", "Accept-Encoding");
-      const cc = typeof this.cacheControl === "function" ? this.cacheControl(this.path, stats) : this.cacheControl;
-      if (cc) request.setHeader("Cache-Control", cc);
-      const h = request.requestHeaders;
-      const pre = evaluatePreconditions(
-        {
-          method: request.method,
-          ifMatch: h["if-match"],
-          ifNoneMatch: h["if-none-match"],
-          ifModifiedSince: h["if-modified-since"],
-          ifUnmodifiedSince: h["if-unmodified-since"],
-        },
-        etag,
-        mtime,
-      );
-      if (pre === 304) {
-        request.setResponseCode(304);
-        return CACHED;
-      }
-      if (pre === 412) return new ErrorPage(412, "Precondition Failed", "The file has changed since the version your request is conditional on.").render(request);
+      const etag = `"${size.toString(36)}-${Math.floor(stats.mtimeMs * 1000).toString(36)}${encoding ? "-" + encoding : ""}"`;
+      const answered = this.#validate(request, stats, etag, varies);
+      if (answered !== undefined) return answered;
 
       const { type, encoding: ownEncoding } = this.contentTypeFor(this.path);
       const contentEncoding = encoding ?? ownEncoding;
@@ -632,11 +622,7 @@ export class File extends Resource {
         return undefined;
       }
 
-      let ranges = request.method === "GET" ? parseRange(request.getHeader("range"), size) : undefined;
-      if (ranges !== undefined) {
-        const ifRange = request.getHeader("if-range");
-        if (ifRange !== undefined && !ifRangeAllows(ifRange, etag, mtime)) ranges = undefined;
-      }
+      let ranges = requestedRanges(request, size, etag, stats.mtimeMs);
       if (ranges === "unsatisfiable") {
         request.setResponseCode(416);
         request.setHeader("Content-Range", `bytes */${size}`);
@@ -683,6 +669,36 @@ export class File extends Resource {
     } finally {
       if (owned) closeFd(fd);
     }
+  }
+
+  /**
+   * Sets the validators (and the headers a 304 must repeat, RFC 9110 §15.4.5) and evaluates
+   * the request's preconditions: the answer for a 304 or 412, else undefined.
+   */
+  #validate(request: Request, stats: Stats, etag: string, varies: boolean): RenderResult | undefined {
+    request.setHeader("ETag", etag);
+    request.setHeader("Last-Modified", formatHttpDate(stats.mtimeMs));
+    if (varies) request.setHeader("Vary", "Accept-Encoding");
+    const cc = typeof this.cacheControl === "function" ? this.cacheControl(this.path, stats) : this.cacheControl;
+    if (cc) request.setHeader("Cache-Control", cc);
+    const h = request.requestHeaders;
+    const pre = evaluatePreconditions(
+      {
+        method: request.method,
+        ifMatch: h["if-match"],
+        ifNoneMatch: h["if-none-match"],
+        ifModifiedSince: h["if-modified-since"],
+        ifUnmodifiedSince: h["if-unmodified-since"],
+      },
+      etag,
+      stats.mtimeMs,
+    );
+    if (pre === 304) {
+      request.setResponseCode(304);
+      return CACHED;
+    }
+    if (pre === 412) return new ErrorPage(412, "Precondition Failed", "The file has changed since the version your request is conditional on.").render(request);
+    return undefined;
   }
 
   /** `/dir` → `/dir/` with the query kept; leading slashes collapsed so the target stays on this host. */
