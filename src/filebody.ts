@@ -3,6 +3,7 @@
  * before each range and after the last (for `multipart/byteranges`). It reads with
  * backpressure, fails when the file turns out shorter than promised (so a truncated body is
  * never passed off as complete), and closes the descriptor on end, error and destroy.
+ * `readAt` reads a small piece in one go, for bodies sent whole.
  */
 import { close, read } from "node:fs";
 import { Readable } from "node:stream";
@@ -23,6 +24,21 @@ export class FileShrankError extends Error {
     super(`${path ?? "the file"} shrank while being sent: expected a byte at offset ${expected}, the file ends at ${got}`);
     this.name = "FileShrankError";
   }
+}
+
+/** Reads exactly `length` bytes at `position`, or fewer if the file ends first. */
+export function readAt(fd: number, length: number, position: number): Promise<Buffer> {
+  const buf = Buffer.allocUnsafe(length);
+  return new Promise((ok, ko) => {
+    const step = (offset: number) => {
+      read(fd, buf, offset, length - offset, position + offset, (err, n) => {
+        if (err) return ko(err);
+        if (n === 0 || offset + n === length) return ok(offset + n === length ? buf : buf.subarray(0, offset + n));
+        step(offset + n);
+      });
+    };
+    step(0);
+  });
 }
 
 /** Streams parts of a file descriptor it owns (the descriptor is closed when the stream ends or is destroyed). */

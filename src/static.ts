@@ -8,16 +8,17 @@
  * separators or NUL inside a segment, dotfiles hidden by default, and what a path resolves
  * to on disk (symlinks included) must stay inside the root.
  */
-import { randomBytes } from "node:crypto";
-import { access, close, constants, existsSync, fstat, open, read, readdir, readlinkSync, realpath, stat, type Dirent, type Stats } from "node:fs";
+import { access, close, constants, existsSync, fstat, open, readdir, readlinkSync, realpath, stat, type Dirent, type Stats } from "node:fs";
 import { extname, isAbsolute, resolve, sep } from "node:path";
 import * as mime from "mime-types";
 import { evaluatePreconditions, formatHttpDate, parseHttpDate, strongMatch } from "./conditional";
-import { FileBody, type FilePart } from "./filebody";
+import { FileBody, FileShrankError, readAt } from "./filebody";
 import { escapeHtml } from "./html";
-import { contentRange, multipartLayout, parseRange, type ByteRange } from "./range";
+import { produceMultipleRanges, produceSingleRange, produceWholeFile, type OpenedFile } from "./internal/producers";
+import { parseRange, type RangeResult } from "./range";
 import { CACHED, type Request } from "./request";
 import { ErrorPage, ForbiddenResource, getChildForRequest, NoResource, Resource, type IRequest, type IResource, type RenderResult } from "./resource";
+import { NOT_DONE_YET } from "./server";
 import { redirectTo } from "./util";
 
 // ---- Registry -------------------------------------------------------------------------
@@ -130,8 +131,6 @@ export interface FileOptions {
 // ---- small helpers ----------------------------------------------------------------------
 
 const OPEN_FLAGS = constants.O_RDONLY | (constants.O_NONBLOCK ?? 0);
-/** Bodies up to this size are read in one go and sent with the headers. */
-const SMALL_BODY = 64 * 1024;
 const PROC_FD = process.platform === "linux" && existsSync("/proc/self/fd");
 const WINDOWS = process.platform === "win32";
 const SIBLING_EXT: Record<PrecompressedEncoding, string> = { br: ".br", gzip: ".gz" };
@@ -146,21 +145,6 @@ const statP = (path: string) => new Promise<Stats>((ok, ko) => stat(path, (e, st
 const realpathP = (path: string) => new Promise<string>((ok, ko) => realpath.native(path, (e, p) => (e ? ko(e) : ok(p))));
 const readableP = (path: string) => new Promise<void>((ok, ko) => access(path, constants.R_OK, (e) => (e ? ko(e) : ok())));
 const readdirP = (path: string) => new Promise<Dirent[]>((ok, ko) => readdir(path, { withFileTypes: true }, (e, d) => (e ? ko(e) : ok(d))));
-
-/** Reads exactly `length` bytes at `position`, or fewer if the file ends first. */
-function readAt(fd: number, length: number, position: number): Promise<Buffer> {
-  const buf = Buffer.allocUnsafe(length);
-  return new Promise((ok, ko) => {
-    const step = (offset: number) => {
-      read(fd, buf, offset, length - offset, position + offset, (err, n) => {
-        if (err) return ko(err);
-        if (n === 0 || offset + n === length) return ok(offset + n === length ? buf : buf.subarray(0, offset + n));
-        step(offset + n);
-      });
-    };
-    step(0);
-  });
-}
 
 const NOT_FOUND_CODES = new Set(["ENOENT", "ENOTDIR", "ENAMETOOLONG", "ELOOP", "ENXIO", "EINVAL"]);
 const FORBIDDEN_CODES = new Set(["EACCES", "EPERM"]);
@@ -232,6 +216,18 @@ function acceptedEncodings(header: string | undefined, offered: readonly Precomp
   return offered.filter((enc) => (q.get(enc) ?? (enc === "gzip" ? q.get("x-gzip") : undefined) ?? star ?? 0) > 0);
 }
 
+/**
+ * The ranges a request asks for: none for a method other than GET, nor when `If-Range` names
+ * another version of the file (RFC 9110 §13.1.5), so that the whole file is sent instead.
+ */
+function requestedRanges(request: Request, size: number, etag: string, mtimeMs: number): RangeResult {
+  if (request.method !== "GET") return undefined;
+  const ranges = parseRange(request.getHeader("range"), size);
+  if (ranges === undefined) return undefined;
+  const ifRange = request.getHeader("if-range");
+  return ifRange === undefined || ifRangeAllows(ifRange, etag, mtimeMs) ? ranges : undefined;
+}
+
 /** Does `If-Range` allow the range to be served (RFC 9110 §13.1.5: strong comparison only)? */
 function ifRangeAllows(value: string, etag: string, mtimeMs: number): boolean {
   const v = value.trim();
@@ -253,6 +249,22 @@ class BusyResource extends ErrorPage {
   }
   override render(request: IRequest): string {
     request.setHeader("Retry-After", "1");
+    return super.render(request);
+  }
+}
+
+/**
+ * 503 for a file that shrank between its `stat` and its read, before any byte went out: the
+ * headers set for it no longer describe what is sent, and a retry will see the file whole.
+ */
+class FileChangedResource extends ErrorPage {
+  constructor() {
+    super(503, "Service Unavailable", "The file changed while it was being read. Try again.");
+  }
+  override render(request: IRequest): string {
+    request.setHeader("Retry-After", "1");
+    request.removeHeader("Content-Encoding");
+    request.removeHeader("Content-Range");
     return super.render(request);
   }
 }
@@ -338,15 +350,6 @@ async function rootReal(tree: Tree, refresh = false): Promise<string> {
     );
   }
   return tree.pending;
-}
-
-/** The result of opening (or, for HEAD, only looking at) one file. */
-interface Opened {
-  /** The open descriptor, or -1 (HEAD, or a body from the cache). */
-  fd: number;
-  stats: Stats;
-  /** The whole file, when it came from the memory cache. */
-  body?: Buffer;
 }
 
 // ---- File -------------------------------------------------------------------------------
@@ -533,11 +536,12 @@ export class File extends Resource {
     if (NOT_FOUND_CODES.has(code)) return this.childNotFound;
     if (FORBIDDEN_CODES.has(code)) return this.forbidden;
     if (BUSY_CODES.has(code)) return new BusyResource();
+    if (err instanceof FileShrankError) return new FileChangedResource();
     return undefined;
   }
 
   /** Opens (GET) or stats (HEAD) `path` and checks where it really is; undefined when refused. */
-  async #open(path: string, head: boolean): Promise<Opened | undefined> {
+  async #open(path: string, head: boolean): Promise<OpenedFile | undefined> {
     const tree = this.#tree;
     const check = this.followSymlinks !== "any";
     const cache = tree.cache;
@@ -572,7 +576,7 @@ export class File extends Resource {
   async #serve(request: Request): Promise<RenderResult> {
     const head = request.method === "HEAD";
     const offered = this.#offeredEncodings();
-    let opened: Opened | undefined;
+    let opened: OpenedFile | undefined;
     let encoding: string | undefined;
     if (offered.length > 0) {
       for (const enc of acceptedEncodings(request.getHeader("accept-encoding"), offered)) {
@@ -604,100 +608,83 @@ export class File extends Resource {
     }
   }
 
-  /** Sends a regular file's response; owns the descriptor from here on. */
-  async #respond(request: Request, opened: Opened, path: string, encoding: string | undefined, varies: boolean): Promise<RenderResult> {
-    const { fd, stats, body: cached } = opened;
+  /**
+   * Answers for a regular file (Twisted's `render_GET`): the validators, then a 304 or 412,
+   * HEAD's headers, a 416, or a producer for the body. Owns the descriptor from here on, until
+   * a producer takes it over.
+   */
+  async #respond(request: Request, opened: OpenedFile, path: string, encoding: string | undefined, varies: boolean): Promise<RenderResult> {
+    const { fd, stats } = opened;
     let owned = true;
     try {
       const size = stats.size;
-      const mtime = stats.mtimeMs;
-      const etag = `"${size.toString(36)}-${Math.floor(mtime * 1000).toString(36)}${encoding ? "-" + encoding : ""}"`;
-      // Headers a 304 must repeat come first (RFC 9110 §15.4.5).
-      request.setHeader("ETag", etag);
-      request.setHeader("Last-Modified", formatHttpDate(mtime));
-      if (varies) request.setHeader("Vary", "Accept-Encoding");
-      const cc = typeof this.cacheControl === "function" ? this.cacheControl(this.path, stats) : this.cacheControl;
-      if (cc) request.setHeader("Cache-Control", cc);
-      const h = request.requestHeaders;
-      const pre = evaluatePreconditions(
-        {
-          method: request.method,
-          ifMatch: h["if-match"],
-          ifNoneMatch: h["if-none-match"],
-          ifModifiedSince: h["if-modified-since"],
-          ifUnmodifiedSince: h["if-unmodified-since"],
-        },
-        etag,
-        mtime,
-      );
-      if (pre === 304) {
-        request.setResponseCode(304);
-        return CACHED;
-      }
-      if (pre === 412) return new ErrorPage(412, "Precondition Failed", "The file has changed since the version your request is conditional on.").render(request);
+      const etag = `"${size.toString(36)}-${Math.floor(stats.mtimeMs * 1000).toString(36)}${encoding ? "-" + encoding : ""}"`;
+      const answered = this.#validate(request, stats, etag, varies);
+      if (answered !== undefined) return answered;
 
       const { type, encoding: ownEncoding } = this.contentTypeFor(this.path);
       const contentEncoding = encoding ?? ownEncoding;
       request.setHeader("Accept-Ranges", "bytes");
       request.setHeader("Content-Type", type);
       if (contentEncoding) request.setHeader("Content-Encoding", contentEncoding);
-
       if (request.method === "HEAD") {
         request.setHeader("Content-Length", size);
         return undefined;
       }
 
-      let ranges = request.method === "GET" ? parseRange(request.getHeader("range"), size) : undefined;
-      if (ranges !== undefined) {
-        const ifRange = request.getHeader("if-range");
-        if (ifRange !== undefined && !ifRangeAllows(ifRange, etag, mtime)) ranges = undefined;
-      }
+      const ranges = requestedRanges(request, size, etag, stats.mtimeMs);
       if (ranges === "unsatisfiable") {
         request.setResponseCode(416);
         request.setHeader("Content-Range", `bytes */${size}`);
         request.removeHeader("Content-Encoding");
         return "";
       }
-      // Parts of an encoded representation cannot be labelled well in a multipart body.
-      if (ranges !== undefined && ranges.length > 1 && contentEncoding) ranges = undefined;
-
-      if (ranges !== undefined && ranges.length > 1) {
-        const boundary = randomBytes(12).toString("hex");
-        const layout = multipartLayout(ranges, size, type, boundary);
-        request.setResponseCode(206);
-        request.setHeader("Content-Type", layout.contentType);
-        request.setHeader("Content-Length", layout.length);
-        if (cached) return Buffer.concat([...ranges.flatMap((r, i) => [layout.heads[i], cached.subarray(r.start, r.end + 1)]), layout.tail]);
-        const parts: FilePart[] = ranges.map((r, i) => ({ head: layout.heads[i], start: r.start, end: r.end }));
-        owned = false;
-        return new FileBody(fd, parts, layout.tail, this.path);
-      }
-
-      const range: ByteRange = ranges?.[0] ?? { start: 0, end: size - 1 };
-      if (ranges !== undefined) {
-        request.setResponseCode(206);
-        request.setHeader("Content-Range", contentRange(range, size));
-      }
-      const length = range.end - range.start + 1;
-      if (length <= 0) return "";
-      if (cached) return length === size ? cached : cached.subarray(range.start, range.end + 1);
-      if (length <= SMALL_BODY) {
-        const body = await readAt(fd, length, range.start);
-        if (length === size && body.length === length) this.#tree.cache?.set(path, stats, this.followSymlinks, body);
-        if (body.length !== length) {
-          request.setHeader("Retry-After", "1");
-          request.removeHeader("Content-Encoding");
-          request.removeHeader("Content-Range");
-          return new ErrorPage(503, "Service Unavailable", "The file changed while it was being read. Try again.").render(request);
-        }
-        return body;
-      }
-      request.setHeader("Content-Length", length);
       owned = false;
-      return new FileBody(fd, [{ start: range.start, end: range.end }], undefined, this.path);
+      // Parts of an encoded representation cannot be labelled well in a multipart body: those get the whole file.
+      if (ranges !== undefined && ranges.length > 1 && !contentEncoding) {
+        produceMultipleRanges(request, opened, this.path, ranges, type);
+        return NOT_DONE_YET;
+      }
+      const reading = ranges?.length === 1 ? produceSingleRange(request, opened, this.path, ranges[0]) : produceWholeFile(request, opened, this.path);
+      if (reading !== undefined) {
+        const body = await reading;
+        // Read whole, a small file is kept: the next request for it costs one stat.
+        if (body.length === size) this.#tree.cache?.set(path, stats, this.followSymlinks, body);
+      }
+      return NOT_DONE_YET;
     } finally {
       if (owned) closeFd(fd);
     }
+  }
+
+  /**
+   * Sets the validators (and the headers a 304 must repeat, RFC 9110 §15.4.5) and evaluates
+   * the request's preconditions: the answer for a 304 or 412, else undefined.
+   */
+  #validate(request: Request, stats: Stats, etag: string, varies: boolean): RenderResult | undefined {
+    request.setHeader("ETag", etag);
+    request.setHeader("Last-Modified", formatHttpDate(stats.mtimeMs));
+    if (varies) request.setHeader("Vary", "Accept-Encoding");
+    const cc = typeof this.cacheControl === "function" ? this.cacheControl(this.path, stats) : this.cacheControl;
+    if (cc) request.setHeader("Cache-Control", cc);
+    const h = request.requestHeaders;
+    const pre = evaluatePreconditions(
+      {
+        method: request.method,
+        ifMatch: h["if-match"],
+        ifNoneMatch: h["if-none-match"],
+        ifModifiedSince: h["if-modified-since"],
+        ifUnmodifiedSince: h["if-unmodified-since"],
+      },
+      etag,
+      stats.mtimeMs,
+    );
+    if (pre === 304) {
+      request.setResponseCode(304);
+      return CACHED;
+    }
+    if (pre === 412) return new ErrorPage(412, "Precondition Failed", "The file has changed since the version your request is conditional on.").render(request);
+    return undefined;
   }
 
   /** `/dir` → `/dir/` with the query kept; leading slashes collapsed so the target stays on this host. */

@@ -177,6 +177,74 @@ describe("Range", () => {
   });
 });
 
+describe("Range: bodies from the memory cache and of encoded files", () => {
+  /** The exact multipart/byteranges body for `ranges` of `data`, with the boundary the response chose. */
+  function expectedMultipart(r: Reply, data: Buffer, ranges: [number, number][], type: string): Buffer {
+    const boundary = /boundary=(\S+)$/.exec(r.headers["content-type"] ?? "")?.[1];
+    assert.ok(boundary, `a boundary in ${r.headers["content-type"]}`);
+    const pieces = ranges.flatMap(([a, b], i) => [
+      Buffer.from(`${i === 0 ? "" : "\r\n"}--${boundary}\r\nContent-Type: ${type}\r\nContent-Range: bytes ${a}-${b}/${data.length}\r\n\r\n`, "latin1"),
+      data.subarray(a, b + 1),
+    ]);
+    return Buffer.concat([...pieces, Buffer.from(`\r\n--${boundary}--\r\n`, "latin1")]);
+  }
+
+  test("several ranges: the same exact bytes and Content-Length from disk and from the memory cache", async () => {
+    const data = Buffer.from(Array.from({ length: 200 }, (_, i) => (i * 13) & 0xff));
+    writeFileSync(join(dir, "parts.bin"), data);
+    const ranges: [number, number][] = [
+      [150, 159],
+      [0, 9],
+      [50, 50],
+    ];
+    const header = { range: "bytes=150-159,0-9,50-50" };
+    const fromDisk = await get("/parts.bin", header);
+    // A whole read of a small file puts it in the memory cache.
+    assert.ok((await get("/parts.bin")).body.equals(data));
+    const fromCache = await get("/parts.bin", header);
+    for (const [r, where] of [
+      [fromDisk, "disk"],
+      [fromCache, "cache"],
+    ] as const) {
+      assert.equal(r.status, 206, where);
+      assert.equal(r.headers["content-length"], String(r.body.length), where);
+      assert.ok(r.body.equals(expectedMultipart(r, data, ranges, "application/octet-stream")), where);
+      assert.equal(r.headers["content-range"], undefined, where);
+      assert.equal(r.headers["accept-ranges"], "bytes", where);
+      assert.ok(r.headers.etag, where);
+    }
+    assert.equal(fromDisk.headers.etag, fromCache.headers.etag);
+  });
+
+  test("a precompressed sibling: one range of its bytes with Content-Encoding; several ranges get the whole of it; a 416 has no Content-Encoding", async () => {
+    const gz = Buffer.from("pretend-gzip-bytes-0123456789");
+    writeFileSync(join(dir, "enc.txt"), "identity text");
+    writeFileSync(join(dir, "enc.txt.gz"), gz);
+    const t = await serve(new File(dir, { precompressed: ["gzip"] }));
+    try {
+      const headers = { "accept-encoding": "gzip" };
+      const one = await request(t.base + "/enc.txt", { headers: { ...headers, range: "bytes=2-5" } });
+      assert.equal(one.status, 206);
+      assert.equal(one.headers["content-encoding"], "gzip");
+      assert.equal(one.headers["content-range"], `bytes 2-5/${gz.length}`);
+      assert.equal(one.headers["content-type"], "text/plain; charset=utf-8");
+      assert.ok(one.body.equals(gz.subarray(2, 6)));
+      const many = await request(t.base + "/enc.txt", { headers: { ...headers, range: "bytes=0-1,4-5" } });
+      assert.equal(many.status, 200);
+      assert.equal(many.headers["content-encoding"], "gzip");
+      assert.equal(many.headers["content-range"], undefined);
+      assert.ok(many.body.equals(gz));
+      const none = await request(t.base + "/enc.txt", { headers: { ...headers, range: "bytes=500-" } });
+      assert.equal(none.status, 416);
+      assert.equal(none.headers["content-range"], `bytes */${gz.length}`);
+      assert.equal(none.headers["content-encoding"], undefined);
+      assert.equal(none.headers.vary, "Accept-Encoding");
+    } finally {
+      await t.close();
+    }
+  });
+});
+
 describe("If-Range", () => {
   let etag: string;
   let lastModified: string;
