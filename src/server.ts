@@ -485,6 +485,10 @@ export class Site implements ISite {
       if (!s.listening) (s as { connectionsCheckingInterval?: number }).connectionsCheckingInterval = checkingInterval(s.headersTimeout);
     }
     server.on("clientError", (err: NodeJS.ErrnoException, socket: Duplex) => this.#clientError(err, socket));
+    // Out of descriptors, accept() fails and Node says so as an 'error': log it, keep serving.
+    server.on("error", (err: NodeJS.ErrnoException) => {
+      if (server.listening) this.logError(`the server could not accept a connection (${err.code ?? err.message})`, err);
+    });
     // Node hands CONNECT over as a raw socket, and closes it unheard without a listener.
     server.on("connect", (req: http.IncomingMessage, socket: Duplex) => this.#connect(req, socket));
     // With a listener, Node leaves `100 Continue` to us, so a resource can refuse first.
