@@ -69,7 +69,7 @@ function health() {
   };
   const zombies = [...states].filter(([pid, state]) => state === "Z" && descends(pid)).map(([pid]) => pid);
   const descendants = [...states].filter(([pid, state]) => state !== "Z" && descends(pid)).length;
-  const helper = require("../dist/cgi-launcher").helperInfo();
+  const helper = require("../dist/internal/cgi-launcher").helperInfo();
   let helperFds = 0;
   try {
     if (helper) helperFds = readdirSync(`/proc/${helper.pid}/fd`).length;

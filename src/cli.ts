@@ -16,7 +16,7 @@ import { type ListenOptions, Site, type SiteOptions } from "./server";
 import { CGIDirectory, CGIScript } from "./cgi";
 import { ResourceScript } from "./script";
 import { ASISProcessor, type DotfilesPolicy, File, type FileOptions, type Processor, type SymlinkPolicy } from "./static";
-import { VERSION } from "./version";
+import { VERSION } from "./internal/version";
 
 /** A mistake on the command line: reported with the option it concerns, exit status 2. */
 export class UsageError extends Error {

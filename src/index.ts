@@ -6,9 +6,9 @@ export type { ParsedTarget } from "./request";
 export { Site, NOT_DONE_YET } from "./server";
 export type { SiteOptions, ListenOptions, AccessLog } from "./server";
 export { Redirect, ChildRedirector, ParentRedirect, DeferredResource, redirectTo } from "./util";
-export { escapeHtml } from "./html";
-export { parseHttpDate, formatHttpDate } from "./conditional";
-export { VERSION } from "./version";
+export { escapeHtml } from "./internal/html";
+export { parseHttpDate, formatHttpDate } from "./internal/conditional";
+export { VERSION } from "./internal/version";
 export { File, DirectoryLister, ASISProcessor, Registry } from "./static";
 export type {
   FileOptions,
@@ -24,9 +24,9 @@ export type {
   TypeAndEncoding,
 } from "./static";
 export { ResourceScript, ResourceScriptError } from "./script";
-export { BodyError, UploadedFile, DEFAULT_BODY_LIMITS, watchForwardedBody } from "./body";
-export type { BodyLimits, BodyPace, BodySink, ForwardedBody, ParsedForm } from "./body";
-export type { CookieOptions } from "./cookies";
+export { BodyError, UploadedFile, DEFAULT_BODY_LIMITS, watchForwardedBody } from "./internal/body";
+export type { BodyLimits, BodyPace, BodySink, ForwardedBody, ParsedForm } from "./internal/body";
+export type { CookieOptions } from "./internal/cookies";
 export { Session, MemorySessionStore, SessionManager, SESSION_COOKIE, SECURE_SESSION_COOKIE, DEFAULT_SESSION_TIMEOUT } from "./session";
 export type { MemorySessionStoreOptions, SessionManagerOptions } from "./session";
 export { EncodingResourceWrapper, GzipEncoderFactory, BrotliEncoderFactory, negotiateEncoding, parseAcceptEncoding, isCompressible } from "./encoding";

@@ -7,8 +7,8 @@
 import type { IncomingHttpHeaders, IncomingMessage, OutgoingHttpHeaders, ServerResponse } from "node:http";
 import type { Http2ServerRequest, Http2ServerResponse } from "node:http2";
 import type { Duplex } from "node:stream";
-import type { BodyLimits, Done, ParsedForm, UploadedFile } from "./body";
-import type { CookieOptions } from "./cookies";
+import type { BodyLimits, Done, ParsedForm, UploadedFile } from "./internal/body";
+import type { CookieOptions } from "./internal/cookies";
 
 /** Node's request object: HTTP/1 or the HTTP/2 compatibility API. */
 export type NodeRequest = IncomingMessage | Http2ServerRequest;

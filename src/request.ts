@@ -10,10 +10,10 @@
  */
 import type { IncomingHttpHeaders, OutgoingHttpHeaders, ServerResponse } from "node:http";
 import type { Duplex } from "node:stream";
-import { BodyError, BodyReader, DEFAULT_BODY_LIMITS, emptyRecord, mergeLimits, Outcome, type BodyLimits, type BodySink, type BodySource, type Done, type ParsedForm, type UploadedFile } from "./body";
-import { evaluatePreconditions, formatHttpDate, normalizeETag } from "./conditional";
-import { parseCookieHeader, serializeCookie, type CookieOptions } from "./cookies";
-import { escapeHtml } from "./html";
+import { BodyError, BodyReader, DEFAULT_BODY_LIMITS, emptyRecord, mergeLimits, Outcome, type BodyLimits, type BodySink, type BodySource, type Done, type ParsedForm, type UploadedFile } from "./internal/body";
+import { evaluatePreconditions, formatHttpDate, normalizeETag } from "./internal/conditional";
+import { parseCookieHeader, serializeCookie, type CookieOptions } from "./internal/cookies";
+import { escapeHtml } from "./internal/html";
 import * as address from "./internal/address";
 import { ResponseHead } from "./internal/head";
 import { HttpError } from "./internal/http-error";

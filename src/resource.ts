@@ -5,8 +5,8 @@
  * This module sits above the request module in the module order, so it works with the
  * request as an interface (`IRequest`, from `iweb`) instead of importing `Request`.
  */
-import { BodyError, declaredTooLarge, formKind, type BodyLimits } from "./body";
-import { escapeHtml } from "./html";
+import { BodyError, declaredTooLarge, formKind, type BodyLimits } from "./internal/body";
+import { escapeHtml } from "./internal/html";
 import type { IRequest, IResource, RenderResult } from "./iweb";
 
 export type { IRequest, IResource, RenderResult } from "./iweb";

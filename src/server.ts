@@ -7,15 +7,15 @@ import * as http from "node:http";
 import type { Http2SecureServer, Http2Server, Http2Session } from "node:http2";
 import * as https from "node:https";
 import type { Duplex } from "node:stream";
-import type { BodyLimits } from "./body";
-import { formatHttpDate } from "./conditional";
-import { escapeHtml } from "./html";
+import type { BodyLimits } from "./internal/body";
+import { formatHttpDate } from "./internal/conditional";
+import { escapeHtml } from "./internal/html";
 import { SessionManager } from "./internal/sessions";
 import type { IResource, ISession, ISite, NodeRequest, NodeResponse, RenderResult, SessionStore } from "./iweb";
-import { combinedLogLine } from "./log";
+import { combinedLogLine } from "./internal/log";
 import { CACHED, Request } from "./request";
 import { defaultErrorPage, ErrorPage, getChildForRequest } from "./resource";
-import { VERSION } from "./version";
+import { VERSION } from "./internal/version";
 
 /** Returned by a render method that will finish the response later with `write()`/`finish()`. */
 export const NOT_DONE_YET: unique symbol = Symbol("trellis.NOT_DONE_YET");

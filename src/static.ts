@@ -11,11 +11,11 @@
 import { access, close, constants, existsSync, fstat, open, readdir, readlinkSync, realpath, stat, type Dirent, type Stats } from "node:fs";
 import { extname, isAbsolute, resolve, sep } from "node:path";
 import * as mime from "mime-types";
-import { evaluatePreconditions, formatHttpDate, parseHttpDate, strongMatch } from "./conditional";
-import { FileBody, FileShrankError, readAt } from "./filebody";
-import { escapeHtml } from "./html";
+import { evaluatePreconditions, formatHttpDate, parseHttpDate, strongMatch } from "./internal/conditional";
+import { FileBody, FileShrankError, readAt } from "./internal/filebody";
+import { escapeHtml } from "./internal/html";
 import { produceMultipleRanges, produceSingleRange, produceWholeFile, type OpenedFile } from "./internal/producers";
-import { parseRange, type RangeResult } from "./range";
+import { parseRange, type RangeResult } from "./internal/range";
 import { CACHED, type Request } from "./request";
 import { ErrorPage, ForbiddenResource, getChildForRequest, NoResource, Resource, type IRequest, type IResource, type RenderResult } from "./resource";
 import { NOT_DONE_YET } from "./server";

@@ -1,5 +1,5 @@
 /** Small resources: redirects, and a resource that arrives later. */
-import { escapeHtml } from "./html";
+import { escapeHtml } from "./internal/html";
 import type { IRequest } from "./iweb";
 import { checkHeaderURL } from "./request";
 import { getChildForRequest, type IResource, type RenderResult, Resource } from "./resource";

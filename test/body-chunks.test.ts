@@ -10,7 +10,7 @@ import * as http2 from "node:http2";
 import type { AddressInfo } from "node:net";
 import * as net from "node:net";
 import { describe, test } from "node:test";
-import { BodyError, bodiesWatched, parseUrlencoded } from "../src/body";
+import { BodyError, bodiesWatched, parseUrlencoded } from "../src/internal/body";
 import type { Request } from "../src/request";
 import { Resource } from "../src/resource";
 import { Site, type SiteOptions } from "../src/server";

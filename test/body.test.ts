@@ -8,7 +8,7 @@ import * as net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
-import { BodyError, parseUrlencoded } from "../src/body";
+import { BodyError, parseUrlencoded } from "../src/internal/body";
 import type { Request } from "../src/request";
 import { type IRequest, Resource } from "../src/resource";
 import { Site } from "../src/server";

@@ -11,7 +11,7 @@ import * as http from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
-import { bodiesWatched } from "../src/body";
+import { bodiesWatched } from "../src/internal/body";
 import { CGILimiter, CGIScript } from "../src/cgi";
 import { Exits, FIXTURES, fdsIn, waitUntil } from "./cgi-fixtures";
 import { request, serve, statusOf, trickleRaw } from "./helpers";

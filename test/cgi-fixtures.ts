@@ -6,7 +6,7 @@ import { readdirSync, readFileSync, readlinkSync } from "node:fs";
 import * as http from "node:http";
 import { join } from "node:path";
 import type { CGIExit } from "../src/cgi";
-import { helperInfo } from "../src/cgi-launcher";
+import { helperInfo } from "../src/internal/cgi-launcher";
 import { ROOT } from "./helpers";
 
 /** The fixture scripts. */

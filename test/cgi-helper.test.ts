@@ -13,7 +13,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, test } from "node:test";
 import { CGIDirectory, CGILimiter, CGIScript, type CGIOptions } from "../src/cgi";
-import { helperInfo, launch } from "../src/cgi-launcher";
+import { helperInfo, launch } from "../src/internal/cgi-launcher";
 import { Exits, FIXTURES, fdCount, fdList, fdsIn, firstLine, isGone, waitGone, waitUntil, zombies } from "./cgi-fixtures";
 import { postChunked, request, serve, type Running } from "./helpers";
 

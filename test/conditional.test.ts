@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import { evaluatePreconditions, parseETagList } from "../src/conditional";
+import { evaluatePreconditions, parseETagList } from "../src/internal/conditional";
 import { CACHED, type Request } from "../src/request";
 import { Resource } from "../src/resource";
 import { raw, request, serve, statusOf } from "./helpers";

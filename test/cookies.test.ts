@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { parseCookieHeader, serializeCookie } from "../src/cookies";
+import { parseCookieHeader, serializeCookie } from "../src/internal/cookies";
 import type { Request } from "../src/request";
 import { Resource } from "../src/resource";
 import { raw, request, serve } from "./helpers";

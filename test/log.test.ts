@@ -10,11 +10,11 @@ import { join } from "node:path";
 import { PassThrough, Readable } from "node:stream";
 import { describe, test } from "node:test";
 import { raw, request, serve, statusOf } from "./helpers";
-import { combinedLogLine, escapeLogField, logTimestamp } from "../src/log";
+import { combinedLogLine, escapeLogField, logTimestamp } from "../src/internal/log";
 import type { Request } from "../src/request";
 import { Resource } from "../src/resource";
 import { Site } from "../src/server";
-import { VERSION } from "../src/version";
+import { VERSION } from "../src/internal/version";
 
 /** A small tree: a body, an empty body, a stream, a redirect-ish status. */
 function tree(): Resource {

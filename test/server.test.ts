@@ -18,7 +18,7 @@ import { once, raw, request, serve, statusOf, type Running, deferred, selfSigned
 import { ConnectionLost, Request } from "../src/request";
 import { type IResource, Resource } from "../src/resource";
 import { NOT_DONE_YET, Site } from "../src/server";
-import { VERSION } from "../src/version";
+import { VERSION } from "../src/internal/version";
 
 /** A leaf whose GET is `fn`. */
 function leaf(fn: (request: Request) => unknown): Resource {

@@ -9,7 +9,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { request, serve, type Reply, type Running } from "./helpers";
-import { MAX_RANGES, parseRange } from "../src/range";
+import { MAX_RANGES, parseRange } from "../src/internal/range";
 import { File } from "../src/static";
 
 const dir = mkdtempSync(join(tmpdir(), "trellis-range-"));

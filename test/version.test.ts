@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { test } from "node:test";
 import { ROOT, serve, request } from "./helpers";
 import { Resource } from "../src/resource";
-import { VERSION } from "../src/version";
+import { VERSION } from "../src/internal/version";
 
 const pkg = JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8"));
 

@@ -7,9 +7,9 @@
  */
 import { randomBytes } from "node:crypto";
 import { close, type Stats } from "node:fs";
-import { FileBody, FileShrankError, readAt } from "../filebody";
+import { FileBody, FileShrankError, readAt } from "./filebody";
 import type { IRequest } from "../iweb";
-import { contentRange, multipartLayout, type ByteRange } from "../range";
+import { contentRange, multipartLayout, type ByteRange } from "./range";
 
 /** Bodies up to this size are read in one go and sent with the headers. */
 const SMALL_BODY = 64 * 1024;

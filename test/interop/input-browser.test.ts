@@ -9,7 +9,7 @@ import { createHash, randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
 import { after, before, test } from "node:test";
 import { type Browser, chromium } from "playwright-core";
-import { escapeHtml } from "../../src/html";
+import { escapeHtml } from "../../src/internal/html";
 import { BrotliEncoderFactory, EncodingResourceWrapper, GzipEncoderFactory } from "../../src/encoding";
 import type { Request } from "../../src/request";
 import { Resource } from "../../src/resource";
