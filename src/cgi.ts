@@ -18,7 +18,7 @@ import { BodyError, watchForwardedBody } from "./internal/body";
 import { type CGIHeaderBlock, CGIHeaderError, CGIHeaderParser } from "./internal/cgi-headers";
 import { launch, type LaunchedProcess, outOfResources, takeHelperWarning } from "./internal/cgi-launcher";
 import type { Request } from "./request";
-import { ErrorPage, getChildForRequest, type IRequest, type IResource, NoResource, type RenderResult, Resource } from "./resource";
+import { ErrorPage, getChildForRequest, HttpError, type IRequest, type IResource, NoResource, type RenderResult, Resource } from "./resource";
 import { NOT_DONE_YET, type Site } from "./server";
 import type { Registry } from "./static";
 
@@ -282,26 +282,8 @@ const redirects = new WeakMap<object, number>();
 
 const EMPTY = new Uint8Array(0);
 
-function logError(request: Request, message: string, error?: unknown): void {
-  const site = request.site as Partial<Pick<Site, "logError">>;
-  if (typeof site.logError === "function") site.logError(message, error);
-  else process.stderr.write(`[trellis] ${message}\n`);
-}
-
 function errorPage(request: Request, code: number, brief: string, detail: string): string {
   return new ErrorPage(code, brief, detail).render(request);
-}
-
-/** Sends an error page from inside a running exchange (or cuts the connection when headers went out). */
-function sendError(request: Request, code: number, brief: string, detail: string, extra?: Record<string, string>): void {
-  const res = request.res;
-  if (request.finished || res.headersSent) {
-    if (!res.writableEnded) request.abortConnection();
-    return;
-  }
-  if (request.aborted) return;
-  for (const [k, v] of Object.entries(extra ?? {})) request.setHeader(k, v);
-  request.finishWith(errorPage(request, code, brief, detail));
 }
 
 /** Makes a line of script stderr safe for a log: no line breaks or control characters. */
@@ -313,7 +295,7 @@ function cleanLine(line: string): string {
 /** Sends each line a script writes to stderr to the server log, named after the script. */
 function logStderr(stream: NodeJS.ReadableStream, request: Request, filename: string): void {
   let partial = "";
-  const emit = (line: string) => logError(request, `CGI script ${filename} (stderr): ${cleanLine(line)}`);
+  const emit = (line: string) => request.site.logError(`CGI script ${filename} (stderr): ${cleanLine(line)}`);
   stream.setEncoding("utf8");
   stream.on("data", (s: string) => {
     partial += s;
@@ -537,7 +519,7 @@ export class CGIScript extends Resource {
     if (release === "busy" || release === "gone") {
       if (body.kind === "file") await body.handle.close().catch(() => {});
       if (release === "gone") return NOT_DONE_YET;
-      logError(request, `CGI script ${this.filename}: too many scripts running (${this.#limiter.maxConcurrent}); answered 503 to ${request.method} ${request.uri}`);
+      request.site.logError(`CGI script ${this.filename}: too many scripts running (${this.#limiter.maxConcurrent}); answered 503 to ${request.method} ${request.uri}`);
       request.setHeader("Retry-After", "5");
       return errorPage(request, 503, "Service Unavailable", "Too many requests are running scripts right now; please retry shortly.");
     }
@@ -579,7 +561,7 @@ export class CGIScript extends Resource {
       return this.#spawnFailed(request, file, err as NodeJS.ErrnoException);
     } finally {
       const warning = takeHelperWarning();
-      if (warning) logError(request, warning);
+      if (warning) request.site.logError(warning);
     }
     new CGIRun(this, request, child, release, body).start();
     return NOT_DONE_YET;
@@ -601,14 +583,14 @@ export class CGIScript extends Resource {
       return errorPage(request, 403, "Forbidden", "This script is not executable, or is not a file.");
     }
     if (outOfResources(err)) {
-      logError(request, `CGI script ${this.filename}: cannot start ${file}: out of processes or file descriptors`, err);
+      request.site.logError(`CGI script ${this.filename}: cannot start ${file}: out of processes or file descriptors`, err);
       request.setHeader("Retry-After", "5");
       return errorPage(request, 503, "Service Unavailable", "The server cannot start more scripts right now; please retry shortly.");
     }
     let hint = "";
     if (err.code === "ENOENT") hint = ` (is ${path.basename(file)} installed, and on the PATH given to scripts?)`;
     if (err.code === "EPERM" && this.options.uid !== undefined) hint = " (uid/gid need trellis to run as root)";
-    logError(request, `CGI script ${this.filename}: cannot start ${file}${hint}`, err);
+    request.site.logError(`CGI script ${this.filename}: cannot start ${file}${hint}`, err);
     return errorPage(request, 502, "Bad Gateway", "The script could not be started; the error has been logged.");
   }
 
@@ -617,11 +599,11 @@ export class CGIScript extends Resource {
     // What the client sent of the body was not all read: the connection cannot be reused.
     request.setHeader("Connection", "close");
     if (outOfResources(err)) {
-      logError(request, `CGI script ${this.filename}: cannot spool the request body: out of file descriptors`, err);
+      request.site.logError(`CGI script ${this.filename}: cannot spool the request body: out of file descriptors`, err);
       request.setHeader("Retry-After", "5");
       return errorPage(request, 503, "Service Unavailable", "The server cannot take more request bodies right now; please retry shortly.");
     }
-    logError(request, `CGI script ${this.filename}: cannot spool the request body`, err);
+    request.site.logError(`CGI script ${this.filename}: cannot spool the request body`, err);
     return errorPage(request, 500, "Internal Server Error", "The request body could not be stored; the error has been logged.");
   }
 }
@@ -754,11 +736,11 @@ class CGIRun {
     const stdout = child.stdout;
     stdout.on("data", (chunk: Buffer) => this.#onData(chunk));
     stdout.once("end", () => this.#onEnd());
-    stdout.on("error", (err) => logError(request, `CGI script ${this.#name}: reading its output failed`, err));
+    stdout.on("error", (err) => request.site.logError(`CGI script ${this.#name}: reading its output failed`, err));
     logStderr(child.stderr, request, this.#name);
     child.once("exit", (code, signal) => this.#onExit(code, signal));
     child.once("close", () => this.#onClose());
-    child.on("error", (err) => logError(request, `CGI script ${this.#name} (pid ${this.#pid})`, err));
+    child.on("error", (err) => request.site.logError(`CGI script ${this.#name} (pid ${this.#pid})`, err));
     request.res.once("close", () => this.#onClientClose());
     if (this.body.kind === "stream" && child.stdin) this.#feed(child.stdin);
     const timeout = this.script.options.timeout ?? DEFAULTS.timeout;
@@ -789,7 +771,7 @@ class CGIRun {
     };
     stdin.on("error", (err: NodeJS.ErrnoException) => {
       if (err.code !== "EPIPE" && err.code !== "ECONNRESET" && err.code !== "ERR_STREAM_DESTROYED" && err.code !== "ERR_STREAM_WRITE_AFTER_END") {
-        logError(request, `CGI script ${this.#name}: writing its input failed`, err);
+        request.site.logError(`CGI script ${this.#name}: writing its input failed`, err);
       }
       drop();
     });
@@ -814,11 +796,11 @@ class CGIRun {
       this.request.req.unpipe(stdin);
       stdin.destroy();
     }
-    logError(this.request, `CGI script ${this.#name}: the request body came too slowly; the script was stopped (${err.message})`);
+    this.request.site.logError(`CGI script ${this.#name}: the request body came too slowly; the script was stopped (${err.message})`);
     const state = this.#state;
     this.#state = "done";
     this.#kill();
-    if (state === "head" || state === "redirect?") sendError(this.request, err.status, err.brief, err.message);
+    if (state === "head" || state === "redirect?") this.request.processingFailed(err);
     else if (!this.request.res.writableFinished) this.request.abortConnection();
     this.child.stdout.resume();
   }
@@ -875,7 +857,7 @@ class CGIRun {
       if (block.contentLength !== undefined) request.setHeader("Content-Length", block.contentLength);
       request.setResponseCode(block.status ?? (block.location !== undefined ? 302 : 200), block.reason);
     } catch (err) {
-      for (const name of request.res.getHeaderNames()) if (name !== "server") request.removeHeader(name);
+      request.clearResponseHeaders();
       request.setResponseCode(200);
       return this.#badOutput(`a header Node refused: ${(err as Error).message}`);
     }
@@ -905,7 +887,7 @@ class CGIRun {
       const over = this.#written + chunk.length - declared;
       chunk = chunk.subarray(0, declared - this.#written);
       this.#written = declared;
-      if (over > 0) logError(this.request, `CGI script ${this.#name}: output past its Content-Length of ${declared} was dropped`);
+      if (over > 0) this.request.site.logError(`CGI script ${this.#name}: output past its Content-Length of ${declared} was dropped`);
       if (chunk.length > 0) void this.request.write(chunk);
       this.request.finish();
       this.#dropOutput();
@@ -958,7 +940,7 @@ class CGIRun {
         this.#state = "done";
         const declared = this.#block?.contentLength;
         if (declared !== undefined && this.#written < declared) {
-          logError(this.request, `CGI script ${this.#name}: output ended after ${this.#written} of its ${declared}-byte Content-Length; connection closed`);
+          this.request.site.logError(`CGI script ${this.#name}: output ended after ${this.#written} of its ${declared}-byte Content-Length; connection closed`);
           this.request.abortConnection();
           return;
         }
@@ -979,7 +961,7 @@ class CGIRun {
       return; // #premature logs how it ended
     }
     if (!this.#killed && !this.#outputDropped && code !== 0) {
-      logError(this.request, `CGI script ${this.#name}: exited with ${code === null ? `signal ${signal}` : `code ${code}`}`);
+      this.request.site.logError(`CGI script ${this.#name}: exited with ${code === null ? `signal ${signal}` : `code ${code}`}`);
     }
   }
 
@@ -995,7 +977,7 @@ class CGIRun {
       try {
         onExit({ filename: this.#name, pid: this.#pid, code: this.#code, signal: this.#signal, timedOut: this.#timedOut, killed: this.#killed });
       } catch (err) {
-        logError(this.request, "CGI onExit callback failed", err);
+        this.request.site.logError("CGI onExit callback failed", err);
       }
     }
   }
@@ -1012,12 +994,12 @@ class CGIRun {
   #onTimeout(ms: number): void {
     if (this.#closed) return;
     this.#timedOut = true;
-    logError(this.request, `CGI script ${this.#name}: still running after ${ms} ms; killed`);
+    this.request.site.logError(`CGI script ${this.#name}: still running after ${ms} ms; killed`);
     const state = this.#state;
     this.#state = "done";
     this.#kill();
     if (state === "head" || state === "redirect?") {
-      sendError(this.request, 504, "Gateway Timeout", "The script did not answer in time.");
+      this.request.processingFailed(new HttpError(504, "Gateway Timeout", "The script did not answer in time."));
     } else if (!this.#stdoutEnded && !this.request.res.writableFinished) {
       // Mid-body: a cut connection, so the client cannot take a truncated body as complete.
       this.request.abortConnection();
@@ -1028,8 +1010,8 @@ class CGIRun {
   /** Output the server cannot use: 502, and the script is stopped. */
   #badOutput(why: string): void {
     this.#state = "done";
-    logError(this.request, `CGI script ${this.#name}: bad output: ${why}`);
-    sendError(this.request, 502, "Bad Gateway", "The script's response was malformed; the error has been logged.");
+    this.request.site.logError(`CGI script ${this.#name}: bad output: ${why}`);
+    this.request.processingFailed(new HttpError(502, "Bad Gateway", "The script's response was malformed; the error has been logged."));
     this.child.stdout.resume();
     this.#kill();
   }
@@ -1039,8 +1021,8 @@ class CGIRun {
     this.#state = "done";
     const how = this.#code === null ? `was killed by ${this.#signal}` : `exited with code ${this.#code}`;
     const what = this.#parser.partial ? "an incomplete header block" : "no output";
-    if (!this.#timedOut) logError(this.request, `CGI script ${this.#name}: ${how} after ${what} (premature end of script headers)`);
-    sendError(this.request, 502, "Bad Gateway", "The script ended before sending a complete response; the error has been logged.");
+    if (!this.#timedOut) this.request.site.logError(`CGI script ${this.#name}: ${how} after ${what} (premature end of script headers)`);
+    this.request.processingFailed(new HttpError(502, "Bad Gateway", "The script ended before sending a complete response; the error has been logged."));
   }
 
   #localRedirect(): void {
@@ -1051,8 +1033,8 @@ class CGIRun {
     const depth = (redirects.get(req) ?? 0) + 1;
     const max = this.script.options.maxLocalRedirects ?? DEFAULTS.maxLocalRedirects;
     if (depth > max) {
-      logError(request, `CGI script ${this.#name}: more than ${max} local redirects for ${request.method} ${request.uri}; last to ${target}`);
-      return sendError(request, 502, "Bad Gateway", "Too many local redirects; the error has been logged.");
+      request.site.logError(`CGI script ${this.#name}: more than ${max} local redirects for ${request.method} ${request.uri}; last to ${target}`);
+      return request.processingFailed(new HttpError(502, "Bad Gateway", "Too many local redirects; the error has been logged."));
     }
     if (request.aborted) return;
     redirects.set(req, depth);
@@ -1072,8 +1054,7 @@ class CGIRun {
     try {
       site.internalRedirect(request, target);
     } catch (err) {
-      logError(request, `CGI script ${this.#name}: local redirect to ${target} failed`, err);
-      sendError(request, 500, "Processing Failed", "An error occurred while processing this request; it has been logged.");
+      request.processingFailed(err);
     }
   }
 

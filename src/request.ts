@@ -448,6 +448,8 @@ export class Request implements IRequest {
         // client's error: its status, with its explanation.
         this.setResponseCode(err.status);
         this.setHeader("Content-Type", "text/html; charset=utf-8");
+        // The rest of a refused body is not read: the connection cannot carry another request.
+        if (this.req.httpVersionMajor === 1 && !this.req.complete) this.setHeader("Connection", "close");
         output.finishWith(this.errorPage(err.status, err.brief, err.message));
         return;
       }
