@@ -434,32 +434,39 @@ class TempFiles {
 }
 
 /** One body being read, as the watch sees it. */
-interface Watched {
+/** A body the watch follows: its pace so far, and what to do when the client is too slow. */
+abstract class Watched {
   /** The longest gap allowed, ms (0: none). */
-  idle: number;
+  readonly idle: number;
   /** Set when data comes; the sweep clears it. */
-  active: boolean;
+  active = true;
   /** When a sweep last found the body active (performance.now()). */
-  quietSince: number;
+  quietSince = 0;
   /** True while the reader holds the body back itself (backpressure): not the client's stall. */
-  held: boolean;
+  held = false;
   /** When the current hold began (performance.now()). */
-  heldSince: number;
+  heldSince = 0;
   /** Bytes received so far. */
-  received: number;
+  received = 0;
   /** The least average rate, bytes/s, once `grace` ms of the client's time have passed (0: none). */
-  minRate: number;
-  grace: number;
+  readonly minRate: number;
+  readonly grace: number;
   /**
    * Where the client's time starts (performance.now()): stamped by the first sweep that sees
    * the body (0 until then), and moved on by each hold, so that `now - since` is the time the
    * client had to send what it sent.
    */
-  since: number;
+  since = 0;
   /** Where it is in `watched`; -1 once it left. */
-  slot: number;
+  slot = -1;
   /** Called once when the client is too slow (the sweep has already unwatched it). */
-  expire(error: BodyError): void;
+  abstract expire(error: BodyError): void;
+
+  constructor(pace: BodyPace) {
+    this.idle = pace.idleTimeout;
+    this.minRate = pace.minRate;
+    this.grace = pace.minRateGrace;
+  }
 }
 
 /*
@@ -644,18 +651,8 @@ function pumpClose(this: PumpedSource): void {
  * without one), is watched for stalls, and calls `done` once: with the error, or without one
  * (and the body it kept) at the end. The caller settles the connection's fate on an error.
  */
-class Pump implements Watched {
-  received = 0;
+class Pump extends Watched {
   settled = false;
-  active = true;
-  quietSince = 0;
-  held = false;
-  heldSince = 0;
-  since = 0;
-  slot = -1;
-  readonly idle: number;
-  readonly minRate: number;
-  readonly grace: number;
   #first: Buffer | undefined = undefined;
   #chunks: Buffer[] | undefined = undefined;
 
@@ -667,9 +664,7 @@ class Pump implements Watched {
     readonly write: ((chunk: Buffer) => boolean) | undefined,
     readonly done: (err: BodyError | undefined, body?: Buffer) => void,
   ) {
-    this.idle = pace.idleTimeout;
-    this.minRate = pace.minRate;
-    this.grace = pace.minRateGrace;
+    super(pace);
   }
 
   start(): void {
@@ -744,17 +739,7 @@ function closeOnceAnswered(req: BodySource, res: BodySink): void {
 }
 
 /** A body forwarded by someone else, as the watch sees it (see `watchForwardedBody`). */
-class ForwardWatch implements Watched {
-  received = 0;
-  active = true;
-  quietSince = 0;
-  held = false;
-  heldSince = 0;
-  since = 0;
-  slot = -1;
-  readonly idle: number;
-  readonly minRate: number;
-  readonly grace: number;
+class ForwardWatch extends Watched {
 
   constructor(
     readonly req: BodySource & Readable,
@@ -762,9 +747,7 @@ class ForwardWatch implements Watched {
     pace: BodyPace,
     readonly expired: (error: BodyError) => void,
   ) {
-    this.idle = pace.idleTimeout;
-    this.minRate = pace.minRate;
-    this.grace = pace.minRateGrace;
+    super(pace);
   }
 
   readonly onData = (chunk: Buffer): void => {
