@@ -8,6 +8,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import * as net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { Readable } from "node:stream";
 import { after, before, describe, test } from "node:test";
 import { descriptorsOf, eventually, raw, request, serve, statusOf, type Running } from "./helpers";
 import type { Request } from "../src/request";
@@ -155,4 +156,30 @@ describe("the Host header", { timeout: 30_000 }, () => {
       assert.ok(reply.data.endsWith(`\r\n\r\n${hostname}`), reply.data);
     });
   }
+});
+
+describe("a stream handed to a finished response", { timeout: 30_000 }, () => {
+  test("pipeFrom() after finish() rejects and destroys the stream, so it holds nothing", async () => {
+    const source = new Readable({ read() {} });
+    let rejected: unknown;
+    class Late extends Resource {
+      override isLeaf = true;
+      render_GET(request: Request) {
+        request.finishWith("done");
+        return request.pipeFrom(source).then(undefined, (err: unknown) => {
+          rejected = err;
+        });
+      }
+    }
+    const s = await serve(new Late());
+    try {
+      const reply = await request(s.base + "/");
+      assert.equal(reply.text, "done");
+      await eventually(() => rejected !== undefined, "pipeFrom rejected");
+      assert.match(String(rejected), /pipeFrom\(\) after finish\(\)/);
+      assert.equal(source.destroyed, true);
+    } finally {
+      await s.close();
+    }
+  });
 });

@@ -230,7 +230,11 @@ export class ResponseOutput {
    * fails, so the caller can answer 500 or cut the connection.
    */
   pipeFrom(source: NodeJS.ReadableStream | AsyncIterable<string | Uint8Array>): Promise<void> {
-    if (this.#finished) return Promise.reject(new Error(`pipeFrom() after finish() for ${this.owner.method} ${this.owner.uri}`));
+    if (this.#finished) {
+      // Nobody will read it: let go of what it holds (a file descriptor, a socket).
+      destroySource(source);
+      return Promise.reject(new Error(`pipeFrom() after finish() for ${this.owner.method} ${this.owner.uri}`));
+    }
     const res = this.res;
     if (this.owner.method === "HEAD") {
       // HEAD never reads the body it would have sent.
